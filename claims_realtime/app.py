@@ -1,0 +1,83 @@
+"""The composition root: `create_app(settings)` builds the whole service as one ASGI app.
+
+    socketio.ASGIApp            /socket.io/  -> Socket.IO (namespaces /channels/<id>)
+      └── connexion.AsyncApp    everything else -> the OpenAPI document, mounted twice
+
+Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
+runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import connexion
+import socketio
+
+from claims_realtime.http import ERROR_HANDLERS, SnakeCaseResolver, validator_map
+from claims_realtime.publisher_key import resolve_publisher_key
+from claims_realtime.settings import Settings
+from models.credentials import hash_secret
+from models.db import close_database, open_database
+from models.history import Retention
+from realtime.hub import Hub
+from realtime.server import create_socket_server
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
+SPEC_FILE = "claims-realtime.yaml"
+#: Where the document is served: the canonical prefix, and the source contract's literal
+#: doubled one (`/api/v1/realtime-subscriptions/api/v1/realtime-subscriptions/...`).
+CANONICAL_BASE = "/api/v1"
+CONTRACT_BASE = "/api/v1/realtime-subscriptions/api/v1"
+BASE_PATHS = (CANONICAL_BASE, CONTRACT_BASE)
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
+    """Build the service. Nothing touches the database until the ASGI lifespan starts."""
+    settings = (settings or Settings.from_env()).with_defaults()
+    configure_logging(settings.log_level)
+    sio = create_socket_server()
+    hub = Hub(
+        sio,
+        Retention(max_events=settings.history_max_events, ttl_seconds=settings.history_ttl_seconds),
+        max_event_data_bytes=settings.max_event_data_bytes,
+        flush_interval=settings.flush_interval_seconds,
+        prune_interval=settings.prune_interval_seconds,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        await open_database(settings.database_url)
+        publisher_key_hash = hash_secret(resolve_publisher_key(settings))
+        await hub.start()
+        try:
+            # Lifespan state: copied into every request's `request.state`.
+            yield {"settings": settings, "hub": hub, "publisher_key_hash": publisher_key_hash}
+        finally:
+            await hub.stop()
+            await close_database()
+
+    api = connexion.AsyncApp(
+        __name__,
+        specification_dir=SPEC_DIR,
+        lifespan=lifespan,
+        resolver=SnakeCaseResolver(),
+        validator_map=validator_map(),
+        strict_validation=True,
+    )
+    # The longer prefix first: Connexion routes to the first mount whose prefix matches.
+    for base_path in sorted(BASE_PATHS, key=len, reverse=True):
+        api.add_api(SPEC_FILE, base_path=base_path, name=base_path.strip("/").replace("/", "_"))
+    for error, handler in ERROR_HANDLERS:
+        api.add_error_handler(error, handler)
+    return socketio.ASGIApp(sio, other_asgi_app=api)

@@ -1,0 +1,154 @@
+"""`claims-realtime`: serve the API, publish an event, tail a channel."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from claims_realtime.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    uvicorn.run(
+        "claims_realtime.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _publisher_key(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    from claims_realtime.publisher_key import key_path
+
+    settings = Settings.from_env()
+    if settings.publisher_key:
+        return settings.publisher_key
+    path = key_path(settings)
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit(
+        "no publisher key: pass --key, set PUBLISHER_KEY, "
+        f"or start the server once to create {path}"
+    )
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import httpx
+
+    event: dict[str, Any] = {
+        "event_type": args.type,
+        "claim_id": args.claim,
+        "organisation_id": args.org,
+        "user_id": args.user,
+    }
+    for name in ("event_id", "actor_id", "occurred_at"):
+        if getattr(args, name):
+            event[name] = getattr(args, name)
+    if args.data:
+        try:
+            event["data"] = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--data is not JSON: {exc}") from None
+    response = httpx.post(
+        args.url.rstrip("/") + "/api/v1/claim-events",
+        json=event,
+        headers={"X-Publisher-Key": _publisher_key(args.key)},
+        timeout=30,
+    )
+    print(response.text)
+    return 0 if response.status_code == 202 else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from realtime.client import ChannelClient, ChannelClosed, Recovery
+
+    async def run() -> int:
+        client = ChannelClient(args.websocket_url, args.token, last_sequence=args.last_sequence)
+        try:
+            async with client:
+                async for message in client:
+                    if isinstance(message, Recovery):
+                        print(
+                            f"# recovery: {json.dumps(message.__dict__)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    else:
+                        print(json.dumps(message), flush=True)
+        except ChannelClosed as exc:
+            print(f"# {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claims-realtime", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP + Socket.IO server (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
+    serve.set_defaults(run=_serve)
+
+    publish = commands.add_parser("publish", help="publish one claim event")
+    publish.add_argument("--type", required=True, help="status_changed, claim_submitted, ...")
+    publish.add_argument("--org", required=True, help="organisation_id")
+    publish.add_argument("--user", required=True, help="user_id of the claim's owner")
+    publish.add_argument("--claim", required=True, help="claim_id")
+    publish.add_argument("--data", help="JSON object with the event's data")
+    publish.add_argument("--event-id", dest="event_id", help="idempotency key (default: assigned)")
+    publish.add_argument("--actor", dest="actor_id", help="actor_id")
+    publish.add_argument("--occurred-at", dest="occurred_at", help="RFC 3339 time")
+    publish.add_argument(
+        "--url", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})"
+    )
+    publish.add_argument(
+        "--key", help="publisher key (default: PUBLISHER_KEY or DATA_DIR/publisher.key)"
+    )
+    publish.set_defaults(run=_publish)
+
+    tail = commands.add_parser(
+        "tail", help="print a channel's events as JSON lines, resuming on drops"
+    )
+    tail.add_argument("websocket_url")
+    tail.add_argument("--token", required=True, help="the channel_token from subscription")
+    tail.add_argument(
+        "--last-sequence",
+        dest="last_sequence",
+        type=int,
+        default=None,
+        help="resume after this sequence (default: the server's resume point)",
+    )
+    tail.set_defaults(run=_tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

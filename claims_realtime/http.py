@@ -1,0 +1,184 @@
+"""HTTP plumbing around Connexion: operationId resolution, validators that name the bad
+field, and the single mapping from errors to `application/problem+json`.
+
+Connexion 3.3 needs three fixes here (see ../shared/STACK-NOTES.md):
+* a JSON body that is not UTF-8 raised UnicodeDecodeError (a 500): we answer 400;
+* parameter errors carried jsonschema's multi-line dump and no parameter name: we name it;
+* a custom validator map must be a MediaTypeDict copied from the default, or body
+  validation is silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import typing as t
+
+from connexion import problem
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem, ExtraParameterProblem, ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.resolver import Resolver
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from jsonschema import Draft4Validator, ValidationError
+from starlette.types import Scope
+
+from models.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class SnakeCaseResolver(Resolver):
+    """`operationId: listSubscriptions` + `x-openapi-router-controller: handlers.subscriptions`
+    resolves to `handlers.subscriptions.list_subscriptions`.
+
+    The document keeps the contract's camelCase operationIds (what integrators and generated
+    clients see); the Python functions keep Python names. An unresolvable operation fails
+    at start-up.
+    """
+
+    def resolve_operation_id(self, operation: t.Any) -> str:
+        controller = operation.router_controller
+        function = re.sub(r"(?<!^)(?=[A-Z])", "_", operation.operation_id).lower()
+        return f"{controller}.{function}" if controller else function
+
+
+class FieldProblem(BadRequestProblem):
+    """A 400 problem with the RFC 9457 extension member `field` naming the bad input."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail=detail)
+        self.ext = {"field": field}
+
+
+def _error_field(error: ValidationError, root: str = "") -> str:
+    """Dotted path of the instance a jsonschema error is about (`events.3.event_type`)."""
+    path = [str(part) for part in error.absolute_path]
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [name for name in error.validator_value if name not in instance]
+        path += missing[:1]
+    elif error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = set(error.schema.get("properties", {}))
+        path += sorted(str(name) for name in instance if name not in known)[:1]
+    parts = ([root] if root else []) + path
+    return ".".join(parts) or "body"
+
+
+class BodyValidator(JSONRequestBodyValidator):
+    """JSON body validation that answers 400 for undecodable bodies and names the field."""
+
+    async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: Scope) -> t.Any:
+        raw = b"".join([chunk async for chunk in stream])
+        try:
+            text = raw.decode(self._encoding)
+        except (UnicodeDecodeError, LookupError):
+            raise FieldProblem("body", f"The request body is not valid {self._encoding}.") from None
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FieldProblem("body", f"The request body is not valid JSON: {exc}.") from None
+
+    def _validate(self, body: t.Any) -> dict[str, t.Any] | None:
+        if not self._nullable and body is None:
+            raise FieldProblem("body", "The request body must not be empty.")
+        try:
+            return t.cast("dict[str, t.Any] | None", self._validator.validate(body))
+        except ValidationError as exc:
+            field = _error_field(exc)
+            raise FieldProblem(field, f"{field}: {exc.message}") from None
+
+
+class ParametersValidator(ParameterValidator):  # type: ignore[misc]
+    """Parameter validation whose errors name the parameter, in one line."""
+
+    def validate_request(self, request: ConnexionRequest) -> None:
+        if self.strict_validation:
+            extra = self.validate_query_parameter_list(
+                request, security_params=self.security_query_params
+            )
+            if extra:
+                names = ", ".join(sorted(extra))
+                problem_ = ExtraParameterProblem(param_type="query", extra_params=sorted(extra))
+                problem_.ext = {"field": sorted(extra)[0]}
+                problem_.detail = f"Unknown query parameter(s): {names}."
+                raise problem_
+        sources = {
+            "query": lambda p: request.query_params.get(p["name"]),
+            "path": lambda p: request.path_params.get(p["name"].replace("-", "_")),
+            "header": lambda p: request.headers.get(p["name"]),
+            "cookie": lambda p: request.cookies.get(p["name"]),
+        }
+        for location, read in sources.items():
+            for param in self.parameters.get(location, []):
+                value = read(param)
+                name = param["name"]
+                if value is None:
+                    if param.get("required"):
+                        raise FieldProblem(name, f"Missing {location} parameter '{name}'.")
+                    continue
+                schema = param.get("schema", param)
+                validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+                error = next(iter(validator.iter_errors(_coerce(schema, value))), None)
+                if error is not None:
+                    raise FieldProblem(name, f"{location} parameter '{name}': {error.message}")
+
+
+def _coerce(schema: dict[str, t.Any], value: str) -> t.Any:
+    """Query and path values arrive as text; check integers as integers."""
+    if schema.get("type") == "integer":
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def validator_map() -> dict[str, t.Any]:
+    body = MediaTypeDict(VALIDATOR_MAP["body"])
+    body["*/*json"] = BodyValidator
+    return {**VALIDATOR_MAP, "body": body, "parameter": ParametersValidator}
+
+
+def _problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    ext: dict[str, t.Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ConnexionResponse:
+    response: ConnexionResponse = problem(status, title, detail, headers=headers, ext=ext)
+    response.content_type = PROBLEM_JSON
+    return response
+
+
+async def domain_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    assert isinstance(exc, DomainError)
+    return _problem_response(exc.status, exc.title, exc.detail, exc.extensions() or None)
+
+
+async def http_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    assert isinstance(exc, ProblemException)
+    return _problem_response(
+        exc.status, exc.title or "Error", exc.detail or exc.title or "", exc.ext, exc.headers
+    )
+
+
+async def unexpected_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    # Never leak a stack trace or internals to the client; the log has the details.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _problem_response(
+        500, "Internal Server Error", "The server failed to handle the request."
+    )
+
+
+ERROR_HANDLERS: list[tuple[type[Exception], t.Callable[..., t.Any]]] = [
+    (DomainError, domain_error),
+    (ProblemException, http_problem),
+    (Exception, unexpected_error),
+]

@@ -1,0 +1,30 @@
+"""Handlers of the `claim-events` tag: ingestion."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from connexion.lifecycle import ConnexionRequest
+
+from handlers import app_state
+from handlers.representations import Reply, publish_result, reply
+from models.credentials import hash_secret
+
+
+def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, Any] | None:
+    """Connexion's `x-apikeyInfoFunc`: None (-> 401) unless the key is the publisher key."""
+    expected: str = request.state.publisher_key_hash
+    if hmac.compare_digest(hash_secret(api_key), expected):
+        return {"sub": "publisher"}
+    return None
+
+
+async def publish_claim_event(body: dict[str, Any]) -> Reply:
+    (outcome,) = await app_state.hub().publish([body])
+    return reply(publish_result(outcome), 202)
+
+
+async def publish_claim_event_batch(body: dict[str, Any]) -> Reply:
+    outcomes = await app_state.hub().publish(body["events"], batch=True)
+    return reply({"results": [publish_result(outcome) for outcome in outcomes]}, 202)

@@ -1,0 +1,77 @@
+"""How a channel looks on the wire (the OpenAPI schemas of the same names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.channel import Channel, ChannelStatus, SubscriptionType
+from models.clock import rfc3339, rfc3339_or_none
+from models.ingest import Recorded
+
+#: What handlers return: body, status, headers.
+Reply = tuple[dict[str, Any], int, dict[str, str]]
+
+
+def reply(body: dict[str, Any], status: int = 200) -> Reply:
+    """A JSON reply. The Content-Type is explicit because our operations also declare
+    `application/problem+json` (for errors), and Connexion 3.3 will not choose between the
+    two by status code: without it every success would be a 500."""
+    return body, status, {"Content-Type": "application/json"}
+
+
+def websocket_url(base_url: str, channel_id: str) -> str:
+    return f"{base_url}/channels/{channel_id}"
+
+
+def _identity(channel: Channel) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "channel_id": channel.id,
+        "subscription_type": channel.subscription_type.value,
+    }
+    # As in the contract's examples, user channels carry no organisation_id at all.
+    if channel.subscription_type == SubscriptionType.ORGANISATION_CLAIMS:
+        body["organisation_id"] = channel.organisation_id
+    body["user_id"] = channel.user_id
+    body["event_types"] = list(channel.event_types)
+    return body
+
+
+def created_subscription(channel: Channel, token: str, base_url: str) -> dict[str, Any]:
+    return {
+        **_identity(channel),
+        "websocket_url": websocket_url(base_url, channel.id),
+        "channel_token": token,
+        "status": channel.status.value,
+        "created_at": rfc3339(channel.created_at),
+    }
+
+
+def subscription_summary(channel: Channel) -> dict[str, Any]:
+    body = {
+        **_identity(channel),
+        "status": channel.status.value,
+        "created_at": rfc3339(channel.created_at),
+        "last_event_at": rfc3339_or_none(channel.last_event_at),
+    }
+    if channel.status == ChannelStatus.CLOSED and channel.closed_at is not None:
+        body["closed_at"] = rfc3339(channel.closed_at)
+    return body
+
+
+def subscription_detail(channel: Channel, base_url: str) -> dict[str, Any]:
+    return {
+        **_identity(channel),
+        "status": channel.status.value,
+        "event_count": channel.event_count,
+        "websocket_url": websocket_url(base_url, channel.id),
+        "created_at": rfc3339(channel.created_at),
+        "last_event_at": rfc3339_or_none(channel.last_event_at),
+    }
+
+
+def publish_result(outcome: Recorded) -> dict[str, Any]:
+    return {
+        "event_id": outcome.event.event_id,
+        "channels": outcome.channels,
+        "duplicate": outcome.duplicate,
+    }

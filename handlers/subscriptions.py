@@ -1,0 +1,96 @@
+"""Handlers of the `realtime-subscriptions` tag: the source contract's six operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers import app_state
+from handlers.representations import (
+    Reply,
+    created_subscription,
+    reply,
+    subscription_detail,
+    subscription_summary,
+)
+from models import subscriptions
+from models.channel import ChannelStatus, SubscriptionType
+from models.clock import rfc3339
+
+
+async def list_subscriptions(
+    page: int = 1,
+    limit: int = 20,
+    organisation_id: str | None = None,
+    user_id: str | None = None,
+    subscription_type: str | None = None,
+    status: str | None = None,
+) -> Reply:
+    where = subscriptions.ChannelFilter(
+        organisation_id=organisation_id,
+        user_id=user_id,
+        subscription_type=SubscriptionType(subscription_type) if subscription_type else None,
+        status=ChannelStatus(status) if status else None,
+    )
+    channels, total = await subscriptions.list_channels(where, page=page, limit=limit)
+    return reply(
+        {
+            "data": [subscription_summary(channel) for channel in channels],
+            "pagination": {"page": page, "limit": limit, "total": total},
+        },
+        200,
+    )
+
+
+async def subscribe_to_organisation_claims(body: dict[str, Any]) -> Reply:
+    created = await subscriptions.create_channel(
+        SubscriptionType.ORGANISATION_CLAIMS,
+        organisation_id=body["organisation_id"],
+        user_id=body["user_id"],
+        event_types=body.get("event_types"),
+    )
+    return reply(
+        created_subscription(created.channel, created.token, app_state.public_base_url()), 201
+    )
+
+
+async def subscribe_to_user_claims(body: dict[str, Any]) -> Reply:
+    created = await subscriptions.create_channel(
+        SubscriptionType.USER_CLAIMS,
+        user_id=body["user_id"],
+        event_types=body.get("event_types"),
+    )
+    return reply(
+        created_subscription(created.channel, created.token, app_state.public_base_url()), 201
+    )
+
+
+async def get_subscription(channel_id: str) -> Reply:
+    channel = await subscriptions.open_channel(channel_id)
+    return reply(subscription_detail(channel, app_state.public_base_url()))
+
+
+async def reconnect(channel_id: str) -> Reply:
+    channel, missed = await app_state.hub().reconnect(channel_id)
+    assert channel.reconnected_at is not None
+    return reply(
+        {
+            "channel_id": channel.id,
+            "status": "connected",
+            "reconnected_at": rfc3339(channel.reconnected_at),
+            "missed_events": missed,
+        },
+        200,
+    )
+
+
+async def unsubscribe(channel_id: str) -> Reply:
+    channel = await app_state.hub().close_channel(channel_id)
+    assert channel.closed_at is not None
+    return reply(
+        {
+            "channel_id": channel.id,
+            "unsubscribed": True,
+            "closed_at": rfc3339(channel.closed_at),
+        },
+        200,
+    )

@@ -1,0 +1,38 @@
+"""Ids and secrets: CSPRNG-generated, secrets stored only as hashes, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def random_id(prefix: str, length: int = 20) -> str:
+    """`<prefix>` + `length` lowercase alphanumerics (20 give ~103 bits)."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_channel_id() -> str:
+    return random_id("chan_")
+
+
+def new_event_id() -> str:
+    return random_id("evt_", 24)
+
+
+def new_token() -> str:
+    """A bearer secret: 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    # Tokens are 256-bit random strings, so a plain SHA-256 is enough: there is no
+    # dictionary to protect against, and verification must be cheap on every connect.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)

@@ -1,0 +1,89 @@
+"""Domain errors. Each maps to one problem+json response, in one place (the app factory).
+
+DomainError
+├── InvalidInput        400  a field is wrong in a way the schema cannot say
+├── Unauthorized        401  missing or wrong publisher key
+├── ChannelNotFound     404  no channel has this id
+├── EventIdConflict     409  an event_id was reused for a different event
+├── ChannelClosed       410  the channel was closed (carries closed_at)
+└── StorageUnavailable  503  the database cannot be reached; nothing was stored
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from models.clock import rfc3339
+
+
+class DomainError(Exception):
+    """Base of every error the domain reports to a caller."""
+
+    status = 500
+    title = "Internal Server Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def extensions(self) -> dict[str, object]:
+        """Extra problem members (RFC 9457 extension members)."""
+        return {}
+
+
+class InvalidInput(DomainError):
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": self.field}
+
+
+class Unauthorized(DomainError):
+    status = 401
+    title = "Unauthorized"
+
+
+class ChannelNotFound(DomainError):
+    status = 404
+    title = "Not Found"
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(f"No channel {channel_id}.")
+        self.channel_id = channel_id
+
+
+class EventIdConflict(DomainError):
+    status = 409
+    title = "Conflict"
+
+    def __init__(self, event_id: str, field: str = "event_id") -> None:
+        super().__init__(
+            f"event_id {event_id} was already recorded with different content; "
+            "an event_id identifies one event and may only be retried unchanged."
+        )
+        self.field = field
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": self.field}
+
+
+class ChannelClosed(DomainError):
+    status = 410
+    title = "Gone"
+
+    def __init__(self, channel_id: str, closed_at: datetime) -> None:
+        super().__init__(f"Channel {channel_id} was closed at {rfc3339(closed_at)}.")
+        self.closed_at = closed_at
+
+    def extensions(self) -> dict[str, object]:
+        return {"closed_at": rfc3339(self.closed_at)}
+
+
+class StorageUnavailable(DomainError):
+    status = 503
+    title = "Service Unavailable"

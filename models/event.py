@@ -1,0 +1,49 @@
+"""The durable history: each claim event stored once, and its place in each channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class ClaimEvent(Model):
+    """One accepted claim event, stored once however many channels it reached."""
+
+    #: The publisher's idempotency key (or a server-assigned `evt_...`).
+    event_id = fields.CharField(max_length=128, primary_key=True)
+    event_type = fields.CharField(max_length=32)
+    claim_id = fields.CharField(max_length=64)
+    organisation_id = fields.CharField(max_length=64)
+    #: The claim's owner.
+    user_id = fields.CharField(max_length=64)
+    actor_id = fields.CharField(max_length=64, null=True)
+    occurred_at = fields.DatetimeField()
+    recorded_at = fields.DatetimeField(db_index=True)
+    data: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    #: SHA-256 of the event as submitted: a retry must match it to count as a duplicate.
+    fingerprint = fields.CharField(max_length=64)
+    #: How many channels recorded it (answered again to a duplicate submission).
+    channel_count = fields.IntField(default=0)
+
+    class Meta:
+        table = "claim_event"
+
+
+class ChannelEvent(Model):
+    """Event `event` is number `sequence` on channel `channel`."""
+
+    id = fields.BigIntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Any] = fields.ForeignKeyField(
+        "models.Channel", related_name="history", on_delete=fields.CASCADE
+    )
+    sequence = fields.BigIntField()
+    event: fields.ForeignKeyRelation[ClaimEvent] = fields.ForeignKeyField(
+        "models.ClaimEvent", related_name="placements", on_delete=fields.CASCADE
+    )
+    recorded_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "channel_event"
+        unique_together = (("channel", "sequence"),)

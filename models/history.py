@@ -1,0 +1,97 @@
+"""Reading the durable per-channel history, within its retention bounds, and keeping the
+channel's delivery positions and status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise import connections
+from tortoise.expressions import Q
+
+from models.channel import Channel, ChannelStatus
+from models.clock import utcnow
+from models.event import ChannelEvent, ClaimEvent
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history a channel keeps: its newest `max_events`, none older than `ttl`."""
+
+    max_events: int
+    ttl_seconds: float
+
+    def cutoff(self, now: datetime | None = None) -> datetime:
+        return (now or utcnow()) - timedelta(seconds=self.ttl_seconds)
+
+    def lowest_kept(self, head_sequence: int) -> int:
+        return max(1, head_sequence - self.max_events + 1)
+
+
+async def first_available(channel: Channel, retention: Retention) -> int:
+    """The oldest sequence still replayable on `channel` (head + 1 when none is)."""
+    row = (
+        await ChannelEvent.filter(
+            channel_id=channel.id,
+            sequence__gte=retention.lowest_kept(channel.head_sequence),
+            recorded_at__gte=retention.cutoff(),
+        )
+        .order_by("sequence")
+        .first()
+        .values_list("sequence", flat=True)
+    )
+    return int(row) if row is not None else channel.head_sequence + 1
+
+
+async def read_after(
+    channel_id: str, after: int, limit: int, retention: Retention
+) -> list[ChannelEvent]:
+    """Up to `limit` kept events of the channel after sequence `after`, in order."""
+    return list(
+        await ChannelEvent.filter(
+            channel_id=channel_id, sequence__gt=after, recorded_at__gte=retention.cutoff()
+        )
+        .order_by("sequence")
+        .limit(limit)
+        .select_related("event")
+    )
+
+
+async def save_positions(channel_id: str, *, delivered: int | None, confirmed: int | None) -> None:
+    """Move the channel's delivered/confirmed sequences forward (never back)."""
+    if delivered is not None:
+        await Channel.filter(
+            Q(id=channel_id)
+            & (Q(delivered_sequence__isnull=True) | Q(delivered_sequence__lt=delivered))
+        ).update(delivered_sequence=delivered)
+    if confirmed is not None:
+        await Channel.filter(
+            Q(id=channel_id)
+            & (Q(confirmed_sequence__isnull=True) | Q(confirmed_sequence__lt=confirmed))
+        ).update(confirmed_sequence=confirmed)
+
+
+async def mark_status(channel_id: str, status: ChannelStatus) -> None:
+    """Set connected/disconnected, unless the channel was closed meanwhile."""
+    await (
+        Channel.filter(id=channel_id)
+        .exclude(status=ChannelStatus.CLOSED)
+        .exclude(status=status)
+        .update(status=status)
+    )
+
+
+async def prune(retention: Retention) -> int:
+    """Delete history beyond retention; answer how many placements went.
+
+    Reads already ignore what lies beyond the bounds, so this only reclaims space.
+    """
+    expired = await ChannelEvent.filter(recorded_at__lt=retention.cutoff()).delete()
+    await ClaimEvent.filter(recorded_at__lt=retention.cutoff()).delete()
+    # max_events is an int from settings: formatting it in is safe and dialect-neutral.
+    overflow, _ = await connections.get("default").execute_query(
+        "DELETE FROM channel_event WHERE id IN (SELECT ce.id FROM channel_event ce "
+        "JOIN channel c ON c.id = ce.channel_id "
+        f"WHERE ce.sequence <= c.head_sequence - {int(retention.max_events)})"
+    )
+    return int(expired) + int(overflow)

@@ -1,0 +1,121 @@
+"""Channel lifecycle: create, list, read, reconnect, close. No HTTP, no Socket.IO."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tortoise.transactions import in_transaction
+
+from models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, SubscriptionType
+from models.clock import utcnow
+from models.credentials import hash_secret, new_channel_id, new_token
+from models.errors import ChannelClosed, ChannelNotFound
+
+
+@dataclass(frozen=True)
+class NewChannel:
+    """A channel just created, with its token: the only time the token is known."""
+
+    channel: Channel
+    token: str
+
+
+@dataclass(frozen=True)
+class ChannelFilter:
+    organisation_id: str | None = None
+    user_id: str | None = None
+    subscription_type: SubscriptionType | None = None
+    status: ChannelStatus | None = None
+
+
+def canonical_event_types(event_types: Sequence[str] | None) -> list[str]:
+    """The requested types in canonical order; all of them when none were named."""
+    if not event_types:
+        return list(ALL_EVENT_TYPES)
+    wanted = set(event_types)
+    return [t for t in ALL_EVENT_TYPES if t in wanted]
+
+
+async def create_channel(
+    subscription_type: SubscriptionType,
+    *,
+    user_id: str,
+    organisation_id: str | None = None,
+    event_types: Sequence[str] | None = None,
+) -> NewChannel:
+    """Create a channel; it starts `connected`, as the contract shows."""
+    token = new_token()
+    channel = await Channel.create(
+        id=new_channel_id(),
+        subscription_type=subscription_type,
+        organisation_id=organisation_id,
+        user_id=user_id,
+        event_types=canonical_event_types(event_types),
+        status=ChannelStatus.CONNECTED,
+        token_hash=hash_secret(token),
+        created_at=utcnow(),
+    )
+    return NewChannel(channel=channel, token=token)
+
+
+async def list_channels(
+    where: ChannelFilter, *, page: int, limit: int
+) -> tuple[list[Channel], int]:
+    """One page of channels, newest first, and the total matching `where`.
+
+    Without a status filter only active (not closed) channels are listed.
+    """
+    query = Channel.all()
+    if where.status is None:
+        query = query.exclude(status=ChannelStatus.CLOSED)
+    else:
+        query = query.filter(status=where.status)
+    if where.organisation_id is not None:
+        query = query.filter(organisation_id=where.organisation_id)
+    if where.user_id is not None:
+        query = query.filter(user_id=where.user_id)
+    if where.subscription_type is not None:
+        query = query.filter(subscription_type=where.subscription_type)
+    total = await query.count()
+    rows = await query.order_by("-created_at", "-id").offset((page - 1) * limit).limit(limit)
+    return list(rows), total
+
+
+async def find_channel(channel_id: str) -> Channel:
+    """The channel, closed or not; ChannelNotFound if there is none."""
+    channel = await Channel.get_or_none(id=channel_id)
+    if channel is None:
+        raise ChannelNotFound(channel_id)
+    return channel
+
+
+async def open_channel(channel_id: str) -> Channel:
+    """The channel if it is not closed: ChannelNotFound, or ChannelClosed (410) otherwise."""
+    channel = await find_channel(channel_id)
+    if channel.status == ChannelStatus.CLOSED:
+        assert channel.closed_at is not None
+        raise ChannelClosed(channel_id, channel.closed_at)
+    return channel
+
+
+async def reconnect_channel(channel_id: str) -> tuple[Channel, int]:
+    """Mark the channel connected; answer it with the events after its resume point."""
+    async with in_transaction():
+        channel = await open_channel(channel_id)
+        channel.status = ChannelStatus.CONNECTED
+        channel.reconnected_at = utcnow()
+        await channel.save(update_fields=["status", "reconnected_at"])
+    missed = max(0, channel.head_sequence - channel.resume_sequence)
+    return channel, missed
+
+
+async def close_channel(channel_id: str) -> Channel:
+    """Close the channel (idempotent: a closed channel keeps its first `closed_at`)."""
+    async with in_transaction():
+        channel = await find_channel(channel_id)
+        if channel.status != ChannelStatus.CLOSED:
+            channel.status = ChannelStatus.CLOSED
+            channel.closed_at = utcnow()
+            await channel.save(update_fields=["status", "closed_at"])
+    return channel

@@ -1,0 +1,180 @@
+"""A resuming Python subscriber for one channel (used by `claims-realtime tail`).
+
+    async with ChannelClient(websocket_url, token) as client:
+        async for message in client:
+            if isinstance(message, Recovery): ...   # what the server could replay
+            else: ...                               # an event envelope (dict), in order
+
+It remembers the last sequence it received, reconnects after any drop presenting it as
+`auth.last_sequence`, drops any event it already has (by sequence), and confirms each event
+with the Socket.IO ack the server asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import socketio
+
+from realtime.protocol import CHANNEL_CLOSED, RECOVERY
+
+#: Refusals after which reconnecting cannot help.
+FATAL_CODES = frozenset({"channel_not_found", "channel_closed", "invalid_token", "token_required"})
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The server's `recovery` message, sent first on every connection."""
+
+    resumed_from: int
+    head_sequence: int
+    replayed: int
+    recovered: bool
+    first_available_sequence: int
+    unavailable: int
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Recovery:
+        return cls(**{name: payload[name] for name in cls.__dataclass_fields__})
+
+
+class ChannelClosed(Exception):
+    """The channel is gone (closed, unknown, or the token is wrong): no point reconnecting."""
+
+
+def split_websocket_url(websocket_url: str) -> tuple[str, str]:
+    """`wss://host/channels/chan_x` -> (`https://host`, `/channels/chan_x`)."""
+    parts = urlsplit(websocket_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if (
+        scheme not in ("http", "https")
+        or not parts.netloc
+        or not parts.path.startswith("/channels/")
+    ):
+        raise ValueError(f"not a channel websocket_url: {websocket_url!r}")
+    return f"{scheme}://{parts.netloc}", parts.path
+
+
+class ChannelClient:
+    """Subscribe to one channel; iterate over its events, resuming across drops."""
+
+    def __init__(
+        self,
+        websocket_url: str,
+        token: str,
+        *,
+        last_sequence: int | None = None,
+        transports: list[str] | None = None,
+        reconnection_delay: float = 0.5,
+    ) -> None:
+        self.url, self.namespace = split_websocket_url(websocket_url)
+        self.token = token
+        #: Highest sequence received; sent as auth.last_sequence on every (re)connect.
+        self.last_sequence = last_sequence
+        self.transports = transports
+        self.recoveries: list[Recovery] = []
+        self._messages: asyncio.Queue[dict[str, Any] | Recovery | BaseException] = asyncio.Queue()
+        self._sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_delay=reconnection_delay,
+            reconnection_delay_max=5,
+            randomization_factor=0.2,
+        )
+        self._sio.on("*", self._on_event, namespace=self.namespace)
+        self._sio.on(RECOVERY, self._on_recovery, namespace=self.namespace)
+        self._sio.on(CHANNEL_CLOSED, self._on_closed, namespace=self.namespace)
+        self._sio.on("connect_error", self._on_connect_error, namespace=self.namespace)
+
+    def _auth(self) -> dict[str, Any]:
+        # A callable: python-socketio calls it again on every reconnection attempt.
+        auth: dict[str, Any] = {"token": self.token}
+        if self.last_sequence is not None:
+            auth["last_sequence"] = self.last_sequence
+        return auth
+
+    async def connect(self) -> None:
+        try:
+            await self._sio.connect(
+                self.url,
+                namespaces=[self.namespace],
+                auth=self._auth,
+                transports=self.transports,
+                wait_timeout=10,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            failure = self._messages.get_nowait() if not self._messages.empty() else exc
+            raise (failure if isinstance(failure, BaseException) else exc) from None
+
+    async def close(self) -> None:
+        await self._sio.disconnect()
+
+    async def drop(self) -> None:
+        """Cut the transport without saying goodbye, as a network failure would."""
+        eio = self._sio.eio
+        if eio.ws is not None:
+            await eio.ws.close()
+        elif eio.state == "connected":
+            await eio.disconnect(abort=True, reason=eio.reason.TRANSPORT_ERROR)
+
+    async def __aenter__(self) -> ChannelClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any] | Recovery]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any] | Recovery]:
+        while True:
+            message = await self._messages.get()
+            if isinstance(message, BaseException):
+                raise message
+            yield message
+
+    async def next(self, timeout: float | None = None) -> dict[str, Any] | Recovery:
+        """The next message (event or Recovery); raises TimeoutError after `timeout` s."""
+        message = await asyncio.wait_for(self._messages.get(), timeout)
+        if isinstance(message, BaseException):
+            raise message
+        return message
+
+    async def _on_event(self, event: str, envelope: Any = None) -> None:
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("sequence"), int):
+            return
+        sequence = envelope["sequence"]
+        if self.last_sequence is not None and sequence <= self.last_sequence:
+            return  # already have it (a replay overlapping what we got live)
+        self.last_sequence = sequence
+        self._messages.put_nowait(envelope)
+        # Returning completes the Socket.IO ack the server asked for: sequence confirmed.
+
+    async def _on_recovery(self, payload: dict[str, Any]) -> None:
+        recovery = Recovery.from_payload(payload)
+        self.recoveries.append(recovery)
+        self._messages.put_nowait(recovery)
+
+    async def _on_closed(self, payload: dict[str, Any]) -> None:
+        self._messages.put_nowait(ChannelClosed(f"channel closed at {payload.get('closed_at')}"))
+        with contextlib.suppress(Exception):
+            await self._sio.disconnect()
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        data = data if isinstance(data, dict) else {}
+        code = (data.get("data") or {}).get("code") if isinstance(data.get("data"), dict) else None
+        if code in FATAL_CODES:
+            self._messages.put_nowait(ChannelClosed(f"{code}: {data.get('message')}"))
+            # Stop python-socketio's reconnection loop: retrying cannot succeed.
+            asyncio.get_running_loop().create_task(self._sio.disconnect())

@@ -1,0 +1,247 @@
+"""Writing each channel's events to the sockets of this process: in sequence order, with no
+gap and no duplicate, whether an event arrives live or is replayed from history.
+
+Every socket has a cursor: the last sequence written to it. A live event is written only when
+it is the cursor's successor; anything else (a socket still replaying, events notified out of
+order) is left to a catch-up loop that reads the durable history from the cursor on. Because
+events are committed before they are announced, a history read that starts after an
+announcement always sees it: the seam between replay and live delivery cannot lose an event,
+and the cursor check cannot repeat one.
+
+Writes go straight onto the Engine.IO socket's queue (no await): a burst of events for a
+channel is written atomically with respect to other tasks, so order is kept without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import socketio
+from engineio import packet as eio_packet
+
+log = logging.getLogger(__name__)
+
+#: (sequence, encoded Socket.IO packet) pairs, in sequence order.
+Entries = Sequence[tuple[int, str]]
+HistoryReader = Callable[[str, int, int], Awaitable[Entries]]
+
+#: Consecutive empty history reads tolerated while the announced head is ahead of a cursor.
+_MAX_EMPTY_READS = 5
+
+
+class HistoryGap(Exception):
+    """History no longer holds what a socket needs next (pruned while it was replaying)."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One socket attached to a channel namespace."""
+
+    sid: str
+    eio_sid: str
+    channel_id: str
+    namespace: str
+    #: Last sequence written to this socket.
+    cursor: int
+    #: True while the catch-up loop owns this socket's writes.
+    catching_up: bool = True
+    detached: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Positions:
+    delivered: int | None = None
+    confirmed: int | None = None
+
+
+class Fanout:
+    """The local (this-process) side of delivery."""
+
+    def __init__(
+        self, sio: socketio.AsyncServer, read_history: HistoryReader, page_size: int = 500
+    ):
+        self._sio = sio
+        self._read = read_history
+        self._page = page_size
+        self._channels: dict[str, dict[str, Subscriber]] = {}
+        #: Highest sequence announced per channel with local subscribers.
+        self._head: dict[str, int] = {}
+        #: Positions not yet written back to the database.
+        self._pending: dict[str, _Positions] = {}
+        #: Recently closed channels, so a connection racing the close is refused.
+        self._closed: dict[str, float] = {}
+
+    # -- membership ---------------------------------------------------------------------
+
+    def has_subscribers(self, channel_id: str) -> bool:
+        return bool(self._channels.get(channel_id))
+
+    def subscriber_count(self) -> int:
+        return sum(len(subs) for subs in self._channels.values())
+
+    def is_closed(self, channel_id: str) -> bool:
+        return channel_id in self._closed
+
+    def attach(self, sub: Subscriber, *, head: int, recovery_packet: str) -> bool:
+        """Attach a socket and start its replay; True if it is the channel's first here.
+
+        Replay begins with `recovery_packet`, then every kept event after `sub.cursor`,
+        then live events.
+        """
+        subs = self._channels.setdefault(sub.channel_id, {})
+        first = not subs
+        subs[sub.sid] = sub
+        self._head[sub.channel_id] = max(self._head.get(sub.channel_id, 0), head)
+        sub.catching_up = True
+        sub.task = asyncio.get_running_loop().create_task(self._replay(sub, recovery_packet))
+        return first
+
+    def detach(self, sid: str, channel_id: str) -> bool:
+        """Forget a socket; True if it was the channel's last one here."""
+        subs = self._channels.get(channel_id, {})
+        sub = subs.pop(sid, None)
+        if sub is None:
+            return False
+        sub.detached = True
+        if sub.task is not None and not sub.task.done():
+            sub.task.cancel()
+        if subs:
+            return False
+        del self._channels[channel_id]
+        self._head.pop(channel_id, None)
+        return True
+
+    def subscriber(self, sid: str, channel_id: str) -> Subscriber | None:
+        return self._channels.get(channel_id, {}).get(sid)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def deliver(self, channel_id: str, entries: Entries) -> None:
+        """Write newly recorded events of a channel to its local sockets."""
+        subs = self._channels.get(channel_id)
+        if not subs or not entries:
+            return
+        self._head[channel_id] = max(self._head.get(channel_id, 0), entries[-1][0])
+        for sub in list(subs.values()):
+            if sub.catching_up:
+                continue  # its catch-up loop will read these from history
+            for sequence, text in entries:
+                if sequence <= sub.cursor:
+                    continue
+                if sequence != sub.cursor + 1:
+                    self._start_catch_up(sub)
+                    break
+                if not self._write(sub, text):
+                    break
+                sub.cursor = sequence
+            self.note_positions(channel_id, delivered=sub.cursor)
+
+    def write_message(self, channel_id: str, text: str) -> None:
+        """Write one non-event message (e.g. `channel_closed`) to every local socket."""
+        for sub in list(self._channels.get(channel_id, {}).values()):
+            self._write(sub, text)
+
+    def _write(self, sub: Subscriber, text: str) -> bool:
+        socket = self._sio.eio.sockets.get(sub.eio_sid)
+        if socket is None or socket.closed:
+            return False
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=text))
+        return True
+
+    def _start_catch_up(self, sub: Subscriber) -> None:
+        sub.catching_up = True
+        sub.task = asyncio.get_running_loop().create_task(self._catch_up_or_drop(sub))
+
+    async def _replay(self, sub: Subscriber, recovery_packet: str) -> None:
+        # python-socketio queues the namespace's CONNECT packet only after the connect
+        # handler returns; a client drops anything that arrives before it.
+        deadline = time.monotonic() + 10
+        while not self._sio.manager.is_connected(sub.sid, sub.namespace):
+            if sub.detached or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.001)
+        self._write(sub, recovery_packet)
+        await self._catch_up_or_drop(sub)
+
+    async def _catch_up_or_drop(self, sub: Subscriber) -> None:
+        try:
+            await self._catch_up(sub)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The client resumes on reconnect and is told honestly what it missed.
+            log.warning(
+                "replay to %s on %s failed (%s); disconnecting it", sub.sid, sub.channel_id, exc
+            )
+            await self._sio.disconnect(sub.sid, namespace=sub.namespace)
+
+    async def _catch_up(self, sub: Subscriber) -> None:
+        empty_reads = 0
+        while not sub.detached:
+            entries = await self._read(sub.channel_id, sub.cursor, self._page)
+            if sub.detached:
+                return
+            if entries:
+                empty_reads = 0
+                if entries[0][0] != sub.cursor + 1:
+                    raise HistoryGap(f"next kept sequence is {entries[0][0]}, cursor {sub.cursor}")
+                for sequence, text in entries:
+                    if not self._write(sub, text):
+                        return
+                    sub.cursor = sequence
+                self.note_positions(sub.channel_id, delivered=sub.cursor)
+                continue
+            if sub.cursor >= self._head.get(sub.channel_id, 0):
+                sub.catching_up = False  # caught up: live delivery takes over, no await between
+                return
+            # An announced event not visible yet: its commit raced our read. Read again.
+            empty_reads += 1
+            if empty_reads > _MAX_EMPTY_READS:
+                raise HistoryGap(f"head {self._head.get(sub.channel_id)} not in history")
+            await asyncio.sleep(0.005 * empty_reads)
+
+    # -- positions ------------------------------------------------------------------------
+
+    def confirm(self, sid: str, channel_id: str, sequence: int) -> None:
+        """A client confirmed everything up to `sequence` (cumulative)."""
+        sub = self.subscriber(sid, channel_id)
+        if sub is None or sequence <= 0:
+            return
+        self.note_positions(channel_id, confirmed=min(sequence, sub.cursor))
+
+    def note_positions(
+        self, channel_id: str, *, delivered: int | None = None, confirmed: int | None = None
+    ) -> None:
+        positions = self._pending.setdefault(channel_id, _Positions())
+        if delivered is not None and delivered > 0:
+            positions.delivered = max(positions.delivered or 0, delivered)
+        if confirmed is not None:
+            positions.confirmed = max(positions.confirmed or 0, confirmed)
+
+    def take_positions(
+        self, channel_id: str | None = None
+    ) -> dict[str, tuple[int | None, int | None]]:
+        """Hand over positions to write back: all of them, or one channel's."""
+        if channel_id is not None:
+            taken = (
+                {channel_id: self._pending.pop(channel_id)} if channel_id in self._pending else {}
+            )
+        else:
+            taken, self._pending = self._pending, {}
+        return {cid: (p.delivered, p.confirmed) for cid, p in taken.items()}
+
+    # -- closing --------------------------------------------------------------------------
+
+    async def close(self, channel_id: str, closed_packet: str) -> None:
+        """Tell the channel's local sockets it is closed, then disconnect them."""
+        now = time.monotonic()
+        self._closed = {cid: at for cid, at in self._closed.items() if now - at < 300}
+        self._closed[channel_id] = now
+        self.write_message(channel_id, closed_packet)
+        for sub in list(self._channels.get(channel_id, {}).values()):
+            await self._sio.disconnect(sub.sid, namespace=sub.namespace)

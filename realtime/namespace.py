@@ -1,0 +1,77 @@
+"""The channel namespaces `/channels/<channel_id>`: who may connect, from where they resume,
+and what clients may send (`ack`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+from socketio.exceptions import ConnectionRefusedError
+
+from realtime.protocol import Refusal, channel_id_of
+
+if TYPE_CHECKING:
+    from realtime.hub import Hub
+
+log = logging.getLogger(__name__)
+
+
+class ChannelNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Handles every namespace (registered as `*`); only channel namespaces are accepted.
+
+    Connect with `auth: {token, last_sequence?}`. A refusal reaches the client as
+    `connect_error` with `{message, data: {code}}`.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__("*")
+        self.hub = hub
+
+    async def on_connect(
+        self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None
+    ) -> None:
+        channel_id = channel_id_of(namespace)
+        try:
+            if channel_id is None:
+                raise Refusal(
+                    "not_a_channel",
+                    f"{namespace} is not a channel namespace (/channels/<channel_id>)",
+                )
+            token, last_sequence = _parse_auth(auth)
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+            await self.hub.attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
+        except Refusal as refusal:
+            raise ConnectionRefusedError(refusal.message, {"code": refusal.code}) from None
+        except Exception:
+            # python-socketio retries a handler that raised TypeError with another
+            # signature; never let an internal error escape into that machinery.
+            log.exception("connect to %s failed", namespace)
+            raise ConnectionRefusedError("internal error", {"code": "internal_error"}) from None
+
+    async def on_disconnect(self, namespace: str, sid: str, reason: Any = None) -> None:
+        channel_id = channel_id_of(namespace)
+        if channel_id is not None:
+            await self.hub.detach(channel_id, sid)
+
+    async def on_ack(self, namespace: str, sid: str, data: Any = None) -> None:
+        """`ack {sequence}`: the client confirms everything up to `sequence`."""
+        channel_id = channel_id_of(namespace)
+        sequence = data.get("sequence") if isinstance(data, dict) else None
+        if channel_id is None or not _is_sequence(sequence):
+            log.info("ignoring malformed ack from %s on %s", sid, namespace)
+            return
+        self.hub.fanout.confirm(sid, channel_id, sequence)
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_auth(auth: Any) -> tuple[str, int | None]:
+    if not isinstance(auth, dict) or not isinstance(auth.get("token"), str) or not auth["token"]:
+        raise Refusal("token_required", "auth.token is required: connect with auth {token}")
+    last_sequence = auth.get("last_sequence")
+    if last_sequence is not None and not _is_sequence(last_sequence):
+        raise Refusal("invalid_last_sequence", "auth.last_sequence must be a non-negative integer")
+    return auth["token"], last_sequence

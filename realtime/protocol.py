@@ -1,0 +1,75 @@
+"""What goes over a channel's namespace, encoded once per channel and event.
+
+Socket.IO v5 packets are built with python-socketio's own encoder, so the bytes are exactly
+what `sio.emit` would send; encoding them ourselves lets one packet be written to every socket
+of a channel, and lets the ack id of an event be its sequence (see realtime.server).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from socketio import packet
+
+from models.clock import rfc3339
+from models.event import ClaimEvent
+
+NAMESPACE_PREFIX = "/channels/"
+_NAMESPACE = re.compile(r"^/channels/(chan_[a-z0-9]{1,64})$")
+
+#: Server -> client messages besides the five event types.
+RECOVERY = "recovery"
+CHANNEL_CLOSED = "channel_closed"
+
+
+def namespace_of(channel_id: str) -> str:
+    return NAMESPACE_PREFIX + channel_id
+
+
+def channel_id_of(namespace: str) -> str | None:
+    """The channel id named by a namespace, or None if it is not a channel namespace."""
+    match = _NAMESPACE.match(namespace)
+    return match.group(1) if match else None
+
+
+def envelope(channel_id: str, sequence: int, event: ClaimEvent) -> dict[str, Any]:
+    return {
+        "channel_id": channel_id,
+        "sequence": sequence,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "claim_id": event.claim_id,
+        "organisation_id": event.organisation_id,
+        "user_id": event.user_id,
+        "actor_id": event.actor_id,
+        "occurred_at": rfc3339(event.occurred_at),
+        "data": event.data,
+    }
+
+
+def event_packet(channel_id: str, sequence: int, event: ClaimEvent) -> str:
+    """`2/channels/<id>,<sequence>["<event_type>",{envelope}]`: the ack id is the sequence."""
+    return _encode(
+        channel_id, [event.event_type, envelope(channel_id, sequence, event)], ack_id=sequence
+    )
+
+
+def message_packet(channel_id: str, name: str, payload: dict[str, Any]) -> str:
+    return _encode(channel_id, [name, payload])
+
+
+def _encode(channel_id: str, data: list[Any], ack_id: int | None = None) -> str:
+    pkt = packet.Packet(packet.EVENT, data=data, namespace=namespace_of(channel_id), id=ack_id)
+    encoded = pkt.encode()
+    assert isinstance(encoded, str)  # no binary attachments in JSON payloads
+    return encoded
+
+
+class Refusal(Exception):
+    """A refused connection: `code` is machine-readable, `message` says why to a human."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
