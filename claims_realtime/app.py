@@ -1,7 +1,8 @@
 """The composition root: `create_app(settings)` builds the whole service as one ASGI app.
 
-    socketio.ASGIApp            /socket.io/  -> Socket.IO (namespaces /channels/<id>)
-      └── connexion.AsyncApp    everything else -> the OpenAPI document, mounted twice
+    socketio.ASGIApp              /socket.io/  -> Socket.IO (namespaces /channels/<id>)
+      └── MethodGuard             undeclared methods -> 405 with an exact Allow
+          └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
@@ -17,8 +18,9 @@ from typing import Any
 
 import connexion
 import socketio
+import yaml
 
-from claims_realtime.http import ERROR_HANDLERS, SnakeCaseResolver, validator_map
+from claims_realtime.http import ERROR_HANDLERS, MethodGuard, SnakeCaseResolver, validator_map
 from claims_realtime.publisher_key import resolve_publisher_key
 from claims_realtime.settings import Settings
 from models.credentials import hash_secret
@@ -80,4 +82,5 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         api.add_api(SPEC_FILE, base_path=base_path, name=base_path.strip("/").replace("/", "_"))
     for error, handler in ERROR_HANDLERS:
         api.add_error_handler(error, handler)
-    return socketio.ASGIApp(sio, other_asgi_app=api)
+    spec = yaml.safe_load((SPEC_DIR / SPEC_FILE).read_text())
+    return socketio.ASGIApp(sio, other_asgi_app=MethodGuard(api, spec, BASE_PATHS))

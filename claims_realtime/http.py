@@ -94,7 +94,7 @@ class BodyValidator(JSONRequestBodyValidator):
             raise FieldProblem(field, f"{field}: {exc.message}") from None
 
 
-class ParametersValidator(ParameterValidator):  # type: ignore[misc]
+class ParametersValidator(ParameterValidator):
     """Parameter validation whose errors name the parameter, in one line."""
 
     def validate_request(self, request: ConnexionRequest) -> None:
@@ -108,7 +108,7 @@ class ParametersValidator(ParameterValidator):  # type: ignore[misc]
                 problem_.ext = {"field": sorted(extra)[0]}
                 problem_.detail = f"Unknown query parameter(s): {names}."
                 raise problem_
-        sources = {
+        sources: dict[str, t.Callable[[dict[str, t.Any]], str | None]] = {
             "query": lambda p: request.query_params.get(p["name"]),
             "path": lambda p: request.path_params.get(p["name"].replace("-", "_")),
             "header": lambda p: request.headers.get(p["name"]),
@@ -182,3 +182,58 @@ ERROR_HANDLERS: list[tuple[type[Exception], t.Callable[..., t.Any]]] = [
     (ProblemException, http_problem),
     (Exception, unexpected_error),
 ]
+
+
+class MethodGuard:
+    """Answers 405 (with an exact `Allow`) for a method the document does not declare.
+
+    Connexion 3.3 registers one Starlette route per operation, so `GET /x/organisation` is
+    served by `GET /x/{channel_id}` (a 400 about channel_id) although the document only
+    declares POST on that path, and a 405's `Allow` lists the methods of whichever route
+    matched first. Here a request is matched against the document's paths, literal segments
+    first (as OpenAPI requires), and undeclared methods never reach Connexion.
+    """
+
+    def __init__(self, app: t.Any, spec: dict[str, t.Any], base_paths: t.Iterable[str]) -> None:
+        self.app = app
+        verbs = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+        routes = []
+        for base in base_paths:
+            for template, item in spec["paths"].items():
+                methods = sorted(m.upper() for m in item if m in verbs)
+                segments = (base.rstrip("/") + template).strip("/").split("/")
+                literal = sum(1 for s in segments if not s.startswith("{"))
+                pattern = "/".join(
+                    "[^/]+" if s.startswith("{") else re.escape(s) for s in segments
+                )
+                routes.append((literal, re.compile(f"^/{pattern}/?$"), methods))
+        # Most literal segments first: `/x/organisation` beats `/x/{channel_id}`.
+        self.routes = sorted(routes, key=lambda route: -route[0])
+
+    async def __call__(self, scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        if scope["type"] == "http":
+            for _, pattern, methods in self.routes:
+                if pattern.match(scope["path"]):
+                    if scope["method"] not in methods:
+                        await self._method_not_allowed(scope["method"], methods, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _method_not_allowed(method: str, allowed: list[str], send: t.Any) -> None:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Method Not Allowed",
+                "status": 405,
+                "detail": f"{method} is not allowed here; allowed: {', '.join(allowed)}.",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"allow", ", ".join(allowed).encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

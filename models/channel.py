@@ -45,7 +45,7 @@ class Channel(Model):
     #: The coordinator (organisation channels) or claimant (user channels).
     user_id = fields.CharField(max_length=64, db_index=True)
     #: Event types delivered on this channel, in canonical order.
-    event_types: list[str] = fields.JSONField()  # type: ignore[assignment]
+    event_types: list[str] = fields.JSONField()
     status = fields.CharEnumField(ChannelStatus, max_length=16, default=ChannelStatus.CONNECTED)
     #: SHA-256 of the channel token; the token itself is shown once, at creation.
     token_hash = fields.CharField(max_length=64)

@@ -40,7 +40,8 @@ async def first_available(channel: Channel, retention: Retention) -> int:
         .first()
         .values_list("sequence", flat=True)
     )
-    return int(row) if row is not None else channel.head_sequence + 1
+    # Tortoise types a flat values_list as a tuple; at run time it is the bare value.
+    return int(row) if row is not None else channel.head_sequence + 1  # type: ignore[call-overload,no-any-return]
 
 
 async def read_after(

@@ -25,7 +25,15 @@ import socketio
 from realtime.protocol import CHANNEL_CLOSED, RECOVERY
 
 #: Refusals after which reconnecting cannot help.
-FATAL_CODES = frozenset({"channel_not_found", "channel_closed", "invalid_token", "token_required"})
+FATAL_CODES = frozenset(
+    {
+        "channel_not_found",
+        "channel_closed",
+        "invalid_token",
+        "token_required",
+        "last_sequence_ahead",
+    }
+)
 
 
 @dataclass(frozen=True)

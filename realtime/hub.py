@@ -17,7 +17,7 @@ from typing import Any
 
 from models import history, ingest, subscriptions
 from models.channel import Channel, ChannelStatus
-from models.clock import rfc3339
+from models.clock import rfc3339, rfc3339_or_none
 from models.credentials import secret_matches
 from models.history import Retention
 from realtime.fanout import Entries, Fanout, Subscriber
@@ -130,8 +130,8 @@ class Hub:
         if channel.status == ChannelStatus.CLOSED:
             raise Refusal(
                 "channel_closed",
-                f"Channel {channel_id} was closed at {rfc3339(channel.closed_at)}.",
-            )  # type: ignore[arg-type]
+                f"Channel {channel_id} was closed at {rfc3339_or_none(channel.closed_at)}.",
+            )
         head = channel.head_sequence
         if last_sequence is not None and last_sequence > head:
             raise Refusal(

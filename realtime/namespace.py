@@ -4,7 +4,7 @@ and what clients may send (`ack`)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import socketio
 from socketio.exceptions import ConnectionRefusedError
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ChannelNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+class ChannelNamespace(socketio.AsyncNamespace):
     """Handles every namespace (registered as `*`); only channel namespaces are accepted.
 
     Connect with `auth: {token, last_sequence?}`. A refusal reaches the client as
@@ -64,7 +64,7 @@ class ChannelNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.hub.fanout.confirm(sid, channel_id, sequence)
 
 
-def _is_sequence(value: Any) -> bool:
+def _is_sequence(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -10,7 +10,7 @@ import socketio
 from realtime.protocol import channel_id_of
 
 
-class ChannelSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+class ChannelSocketServer(socketio.AsyncServer):
     """An AsyncServer whose channel namespaces treat ack ids as sequences.
 
     Events are encoded once per channel (realtime.protocol) with the event's sequence as the

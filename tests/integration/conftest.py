@@ -59,7 +59,8 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.base_url}/api/v1/realtime-subscriptions", timeout=1).status_code == 200:
+                probe = httpx.get(f"{self.base_url}/api/v1/realtime-subscriptions", timeout=1)
+                if probe.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -1,0 +1,1 @@
+"""Developer tools, each a module with main(argv=None)."""
