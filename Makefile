@@ -7,6 +7,12 @@ STAMP  := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
+# Optional local configuration (see .env.example): KEY=value lines, exported to the server.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+
 .PHONY: run test lint typecheck check-contract clean
 
 # (Re)install whenever the project's dependency list changes.

@@ -1,0 +1,97 @@
+"""History bounds, positions and status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from models import history, ingest, subscriptions
+from models.channel import Channel, ChannelStatus, SubscriptionType
+from models.event import ChannelEvent
+from models.history import Retention
+
+pytestmark = pytest.mark.usefixtures("db")
+
+KEEP_ALL = Retention(max_events=1000, ttl_seconds=3600)
+
+
+async def channel_with_events(count: int) -> Channel:
+    created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_1")
+    events: list[dict[str, Any]] = [
+        {
+            "event_type": "comment_added",
+            "claim_id": f"c{i}",
+            "organisation_id": "o",
+            "user_id": "usr_1",
+        }
+        for i in range(count)
+    ]
+    if events:
+        await ingest.record_events(events, max_data_bytes=1024, batch=True)
+    await created.channel.refresh_from_db()
+    return created.channel
+
+
+async def test_reads_kept_events_after_a_sequence_in_order() -> None:
+    channel = await channel_with_events(5)
+    rows = await history.read_after(channel.id, 2, 10, KEEP_ALL)
+    assert [row.sequence for row in rows] == [3, 4, 5]
+    assert rows[0].event.claim_id == "c2"
+    assert [r.sequence for r in await history.read_after(channel.id, 0, 2, KEEP_ALL)] == [1, 2]
+
+
+async def test_first_available_honours_the_event_bound() -> None:
+    channel = await channel_with_events(5)
+    assert await history.first_available(channel, KEEP_ALL) == 1
+    assert await history.first_available(channel, Retention(3, 3600)) == 3
+
+
+async def test_first_available_honours_the_age_bound() -> None:
+    channel = await channel_with_events(3)
+    old = channel.created_at - timedelta(hours=2)
+    await ChannelEvent.filter(channel_id=channel.id, sequence__lte=2).update(recorded_at=old)
+    assert await history.first_available(channel, KEEP_ALL) == 3
+    assert [r.sequence for r in await history.read_after(channel.id, 0, 10, KEEP_ALL)] == [3]
+
+
+async def test_nothing_available_means_after_the_head() -> None:
+    channel = await channel_with_events(0)
+    assert await history.first_available(channel, KEEP_ALL) == 1
+
+
+async def test_prune_removes_only_what_retention_no_longer_keeps() -> None:
+    channel = await channel_with_events(5)
+    removed = await history.prune(Retention(max_events=2, ttl_seconds=3600))
+    assert removed == 3
+    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    assert sorted(remaining) == [4, 5]
+
+
+async def test_positions_only_move_forward() -> None:
+    channel = await channel_with_events(5)
+    await history.save_positions(channel.id, delivered=4, confirmed=2)
+    await history.save_positions(channel.id, delivered=3, confirmed=1)
+    await channel.refresh_from_db()
+    assert (channel.delivered_sequence, channel.confirmed_sequence) == (4, 2)
+    assert channel.resume_sequence == 2  # a confirmation beats a mere write
+
+
+async def test_resume_point_falls_back_to_delivered_then_zero() -> None:
+    channel = await channel_with_events(2)
+    assert channel.resume_sequence == 0
+    await history.save_positions(channel.id, delivered=1, confirmed=None)
+    await channel.refresh_from_db()
+    assert channel.resume_sequence == 1
+
+
+async def test_status_changes_never_reopen_a_closed_channel() -> None:
+    channel = await channel_with_events(0)
+    await history.mark_status(channel.id, ChannelStatus.DISCONNECTED)
+    await channel.refresh_from_db()
+    assert channel.status == ChannelStatus.DISCONNECTED
+    await subscriptions.close_channel(channel.id)
+    await history.mark_status(channel.id, ChannelStatus.CONNECTED)
+    await channel.refresh_from_db()
+    assert channel.status == ChannelStatus.CLOSED

@@ -1,0 +1,142 @@
+"""Recording events: routing, per-channel sequences, idempotency, atomicity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models import ingest, subscriptions
+from models.channel import Channel, SubscriptionType
+from models.errors import EventIdConflict, InvalidInput
+from models.event import ChannelEvent, ClaimEvent
+
+pytestmark = pytest.mark.usefixtures("db")
+
+LIMIT = 16 * 1024
+
+
+def claim_event(**overrides: Any) -> dict[str, Any]:
+    return {
+        "event_type": "status_changed",
+        "claim_id": "clm_1",
+        "organisation_id": "org_a",
+        "user_id": "usr_owner",
+        **overrides,
+    }
+
+
+async def record(*events: dict[str, Any], batch: bool = False) -> list[ingest.Recorded]:
+    return await ingest.record_events(list(events), max_data_bytes=LIMIT, batch=batch)
+
+
+async def org_channel(org: str = "org_a", **kw: Any) -> Channel:
+    created = await subscriptions.create_channel(
+        SubscriptionType.ORGANISATION_CLAIMS, organisation_id=org, user_id="usr_coord", **kw
+    )
+    return created.channel
+
+
+async def user_channel(user: str = "usr_owner", **kw: Any) -> Channel:
+    created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id=user, **kw)
+    return created.channel
+
+
+async def placed(channel: Channel) -> list[tuple[int, str]]:
+    rows = await ChannelEvent.filter(channel_id=channel.id).order_by("sequence")
+    return [(row.sequence, row.event_id) for row in rows]  # type: ignore[attr-defined]
+
+
+async def test_routes_by_organisation_owner_and_event_type() -> None:
+    org = await org_channel()
+    owner = await user_channel()
+    comments_only = await org_channel(event_types=["comment_added"])
+    other_org = await org_channel("org_b")
+    other_user = await user_channel("usr_other")
+
+    (outcome,) = await record(claim_event(event_id="e1"))
+
+    assert outcome.channels == 2 and not outcome.duplicate
+    assert {p.channel_id for p in outcome.placements} == {org.id, owner.id}
+    for channel in (comments_only, other_org, other_user):
+        assert await placed(channel) == []
+
+
+async def test_sequences_are_per_channel_and_gap_free() -> None:
+    org = await org_channel()
+    owner = await user_channel()
+    await record(
+        claim_event(event_id="e1"), claim_event(event_id="e2", user_id="usr_x"), batch=True
+    )
+    await record(claim_event(event_id="e3"))
+
+    assert await placed(org) == [(1, "e1"), (2, "e2"), (3, "e3")]
+    assert await placed(owner) == [(1, "e1"), (2, "e3")]
+    await org.refresh_from_db()
+    assert org.head_sequence == 3 and org.event_count == 3 and org.last_event_at is not None
+
+
+async def test_closed_channels_and_later_channels_get_nothing() -> None:
+    closed = await org_channel()
+    await subscriptions.close_channel(closed.id)
+    await record(claim_event(event_id="e1"))
+    later = await org_channel()
+
+    assert await placed(closed) == []
+    assert await placed(later) == []
+
+
+async def test_same_event_again_is_a_duplicate_recorded_once() -> None:
+    org = await org_channel()
+    (first,) = await record(claim_event(event_id="e1", data={"a": 1}))
+    (again,) = await record(claim_event(event_id="e1", data={"a": 1}))
+
+    assert again.duplicate and again.channels == first.channels == 1 and again.placements == ()
+    assert await placed(org) == [(1, "e1")]
+
+
+async def test_reused_event_id_with_other_content_is_a_conflict() -> None:
+    await record(claim_event(event_id="e1"))
+    with pytest.raises(EventIdConflict) as raised:
+        await record(claim_event(event_id="e1", claim_id="clm_2"))
+    assert raised.value.extensions() == {"field": "event_id"}
+
+
+async def test_a_batch_is_all_or_nothing() -> None:
+    org = await org_channel()
+    await record(claim_event(event_id="e1"))
+    with pytest.raises(EventIdConflict) as raised:
+        await record(
+            claim_event(event_id="e2"), claim_event(event_id="e1", claim_id="other"), batch=True
+        )
+    assert raised.value.extensions() == {"field": "events.1.event_id"}
+    assert await placed(org) == [(1, "e1")]
+    assert await ClaimEvent.filter(event_id="e2").count() == 0
+
+
+async def test_the_same_new_event_twice_in_a_batch_is_recorded_once() -> None:
+    org = await org_channel()
+    outcomes = await record(claim_event(event_id="e1"), claim_event(event_id="e1"), batch=True)
+    assert [o.duplicate for o in outcomes] == [False, True]
+    assert await placed(org) == [(1, "e1")]
+
+
+async def test_data_over_the_limit_is_refused_naming_the_field() -> None:
+    big = {"note": "x" * LIMIT}
+    with pytest.raises(InvalidInput) as raised:
+        await record(claim_event(), claim_event(data=big), batch=True)
+    assert raised.value.field == "events.1.data"
+    assert await ClaimEvent.all().count() == 0
+
+
+async def test_server_assigns_ids_and_keeps_occurred_at_in_utc() -> None:
+    (outcome,) = await record(claim_event(occurred_at="2026-03-26T10:14:22+02:00"))
+    stored = await ClaimEvent.get(event_id=outcome.event.event_id)
+    assert stored.event_id.startswith("evt_")
+    assert stored.occurred_at.isoformat() == "2026-03-26T08:14:22+00:00"
+
+
+async def test_occurred_at_without_offset_is_refused() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        await record(claim_event(occurred_at="2026-03-26T10:14:22"))
+    assert raised.value.field == "occurred_at"

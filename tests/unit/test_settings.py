@@ -1,0 +1,58 @@
+"""Settings from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claims_realtime.settings import Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == f"sqlite://{Path('data').resolve()}/claims-realtime.sqlite3"
+    assert settings.public_url is None and settings.publisher_key is None
+    assert settings.history_max_events == 10_000
+    assert settings.history_ttl_seconds == 7 * 86400
+    assert settings.log_level == "INFO"
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgres://u@h:5432/d",
+            "PUBLIC_URL": "https://rt.example.com/",
+            "PUBLISHER_KEY": "k",
+            "DATA_DIR": "/srv/rt",
+            "HISTORY_MAX_EVENTS": "50",
+            "HISTORY_TTL": "15m",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.database_url == "postgres://u@h:5432/d"
+    assert settings.public_url == "https://rt.example.com"
+    assert settings.publisher_key == "k"
+    assert settings.data_dir == Path("/srv/rt")
+    assert (settings.history_max_events, settings.history_ttl_seconds) == (50, 900)
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("ttl, seconds", [("90", 90), ("90s", 90), ("2h", 7200), ("7d", 604800)])
+def test_durations(ttl: str, seconds: float) -> None:
+    assert Settings.from_env({"HISTORY_TTL": ttl}).history_ttl_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HISTORY_MAX_EVENTS": "lots"}, "HISTORY_MAX_EVENTS must be an integer"),
+        ({"HISTORY_MAX_EVENTS": "0"}, "HISTORY_MAX_EVENTS must be >= 1"),
+        ({"HISTORY_TTL": "soon"}, "HISTORY_TTL must be a duration"),
+        ({"HISTORY_TTL": "0"}, "HISTORY_TTL must be positive"),
+        ({"PUBLIC_URL": "realtime.example.com"}, "PUBLIC_URL must start with"),
+    ],
+)
+def test_bad_values_are_refused_clearly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
