@@ -27,6 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
         proxy_headers=True,
+        # An abandoned Engine.IO long-poll holds its request open for up to the ping
+        # timeout; do not let it hold a shutdown for that long. Clients resume anyway.
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
 
@@ -110,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to let open requests finish on shutdown (default 5)",
+    )
     serve.set_defaults(run=_serve)
 
     publish = commands.add_parser("publish", help="publish one claim event")

@@ -12,16 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import typing as t
 
 from connexion import problem
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import BadRequestProblem, ExtraParameterProblem, ProblemException
+from connexion.exceptions import (
+    BadRequestProblem,
+    ExtraParameterProblem,
+    ProblemException,
+    UnsupportedMediaTypeProblem,
+)
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.resolver import Resolver
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from models.errors import DomainError
@@ -68,8 +75,45 @@ def _error_field(error: ValidationError, root: str = "") -> str:
     return ".".join(parts) or "body"
 
 
+def _reject_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+def loads_strict_json(text: str) -> t.Any:
+    """Standard JSON only: Python's `json` also accepts NaN and Infinity (and turns 1e400
+    into infinity), which we would then send to JavaScript clients that cannot parse them."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _short(text: str, limit: int = 240) -> str:
+    """jsonschema repeats the offending value in its messages; a 500-event batch would be
+    echoed back whole."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class BodyValidator(JSONRequestBodyValidator):
-    """JSON body validation that answers 400 for undecodable bodies and names the field."""
+    """JSON body validation that answers 4xx, naming the field, for every malformed body."""
+
+    async def wrap_receive(self, receive: t.Any, *, scope: Scope) -> t.Any:
+        headers = Headers(scope=scope)
+        if "content-type" not in headers:
+            # Connexion validates a body without Content-Type as JSON, then hands the handler
+            # raw bytes (a 500). Say what is missing instead.
+            problem_ = UnsupportedMediaTypeProblem(
+                detail="Content-Type is missing; send the body as application/json."
+            )
+            problem_.ext = {"field": "Content-Type"}
+            raise problem_
+        if not int(headers.get("content-length", 0) or 0) and self._required:
+            raise FieldProblem("body", "The request body must not be empty.")
+        return await super().wrap_receive(receive, scope=scope)
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: Scope) -> t.Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -80,9 +124,10 @@ class BodyValidator(JSONRequestBodyValidator):
         if not text:
             return None
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FieldProblem("body", f"The request body is not valid JSON: {exc}.") from None
+            return loads_strict_json(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise FieldProblem("body", f"The request body is not valid JSON: {detail}.") from None
 
     def _validate(self, body: t.Any) -> dict[str, t.Any] | None:
         if not self._nullable and body is None:
@@ -91,7 +136,7 @@ class BodyValidator(JSONRequestBodyValidator):
             return t.cast("dict[str, t.Any] | None", self._validator.validate(body))
         except ValidationError as exc:
             field = _error_field(exc)
-            raise FieldProblem(field, f"{field}: {exc.message}") from None
+            raise FieldProblem(field, _short(f"{field}: {exc.message}")) from None
 
 
 class ParametersValidator(ParameterValidator):
@@ -126,7 +171,8 @@ class ParametersValidator(ParameterValidator):
                 validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
                 error = next(iter(validator.iter_errors(_coerce(schema, value))), None)
                 if error is not None:
-                    raise FieldProblem(name, f"{location} parameter '{name}': {error.message}")
+                    detail = f"{location} parameter '{name}': {error.message}"
+                    raise FieldProblem(name, _short(detail))
 
 
 def _coerce(schema: dict[str, t.Any], value: str) -> t.Any:

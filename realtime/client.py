@@ -120,7 +120,13 @@ class ChannelClient:
             raise (failure if isinstance(failure, BaseException) else exc) from None
 
     async def close(self) -> None:
-        await self._sio.disconnect()
+        try:
+            # On the polling transport python-engineio's clean disconnect waits for the
+            # pending long-poll to end (up to the 25 s ping interval). The goodbye packets
+            # are sent first, so after a moment it is safe to stop waiting.
+            await asyncio.wait_for(self._sio.disconnect(), timeout=1)
+        except TimeoutError:
+            await self._sio.eio.disconnect(abort=True)
 
     async def drop(self) -> None:
         """Cut the transport without saying goodbye, as a network failure would."""

@@ -55,16 +55,25 @@ class Hub:
         sio.on_sequence_ack = self.fanout.confirm
         sio.register_namespace(ChannelNamespace(self))
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopped = False
         self._tasks = [
             asyncio.create_task(self._every(self.flush_interval, self.flush)),
             asyncio.create_task(self._every(self.prune_interval, self.prune)),
         ]
 
     async def stop(self) -> None:
+        """Disconnect every socket while the database is still open (their detach writes
+        positions and status), then stop background jobs and write what is left."""
+        for socket in list(self.sio.eio.sockets.values()):
+            # wait=False: a clean close waits until the client drained its queue, which a
+            # client that already went away never does.
+            await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -164,6 +173,8 @@ class Hub:
 
     async def detach(self, channel_id: str, sid: str) -> None:
         was_last = self.fanout.detach(sid, channel_id)
+        if self._stopped:
+            return  # a straggler after shutdown: the database is closed, clients resume
         await self.flush(channel_id)
         # Re-checked after the await: another socket may have attached meanwhile.
         if was_last and not self.fanout.has_subscribers(channel_id):
