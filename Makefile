@@ -29,7 +29,7 @@ node_modules/.installed: package.json package-lock.json
 run: $(STAMP)
 	$(BIN)/claims-realtime serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) node_modules/.installed
+test: $(STAMP) node_modules/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

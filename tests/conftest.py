@@ -1,9 +1,8 @@
-"""Fixtures shared by every layer: settings for an isolated app, and the app itself."""
+"""Fixtures shared by every layer: an isolated app in-process, or a real server process."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,14 +12,8 @@ from asgi_lifespan import LifespanManager
 from claims_realtime.app import create_app
 from claims_realtime.settings import Settings
 from models.db import close_database, open_database
-
-PUBLISHER_KEY = "test-publisher-key-0123456789abcdef"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def unique(prefix: str) -> str:
-    """An id no other test uses: tests share servers and databases."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+from tests.helpers import PUBLISHER_KEY
+from tests.server import Server
 
 
 @pytest.fixture
@@ -51,3 +44,25 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server shared by one test module (tests use unique ids, so they don't interfere)."""
+    srv = Server(tmp_path_factory.mktemp("server"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A server for one test that reconfigures or restarts it. Set `own_server.env` before
+    calling `own_server.start()`."""
+    srv = Server(tmp_path / "server")
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -29,7 +29,7 @@ from tests.asyncapi import (
     validate_connect_error,
     validate_message,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ASYNCAPI_SCHEMA = ROOT / "node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json"
 OPENAPI = ROOT / "openapi" / "claims-realtime.yaml"

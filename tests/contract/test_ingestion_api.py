@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PUBLISHER_KEY
+from tests.helpers import PUBLISHER_KEY, assert_problem
 
 SUBSCRIPTIONS = "/api/v1/realtime-subscriptions"
 EVENTS = "/api/v1/claim-events"
@@ -79,24 +79,6 @@ async def channel(api: httpx.AsyncClient, channel_id: str) -> dict[str, Any]:
 
 async def event_count(api: httpx.AsyncClient, channel_id: str) -> int:
     return int((await channel(api, channel_id))["event_count"])
-
-
-def assert_problem(
-    response: httpx.Response, status: int, field: str | None = None
-) -> dict[str, Any]:
-    """An RFC 9457 problem+json response with `status` (and `field`, when given)."""
-    assert response.status_code == status, (
-        f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    )
-    content_type = response.headers.get("content-type", "")
-    assert content_type.startswith("application/problem+json"), content_type
-    body = response.json()
-    assert body["status"] == status, body
-    assert isinstance(body.get("title"), str) and body["title"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    if field is not None:
-        assert body.get("field") == field, f"expected field {field!r}: {str(body)[:500]}"
-    return body
 
 
 # -- authentication -----------------------------------------------------------------------

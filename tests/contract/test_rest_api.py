@@ -22,7 +22,7 @@ from asgi_lifespan import LifespanManager
 
 from claims_realtime.app import BASE_PATHS, CANONICAL_BASE, CONTRACT_BASE, create_app
 from claims_realtime.settings import Settings
-from tests.conftest import PUBLISHER_KEY, unique
+from tests.helpers import PUBLISHER_KEY, assert_problem, unique
 
 #: All five event types, in the canonical order.
 ALL_TYPES = [
@@ -92,25 +92,6 @@ async def delete_channel(api: httpx.AsyncClient, channel_id: str, base: str = CA
     response = await api.delete(f"{subs(base)}/{channel_id}")
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def assert_problem(
-    response: httpx.Response, status: int, field: str | None = None
-) -> dict[str, Any]:
-    """An RFC 9457 problem+json response with `status` (and `field`, when given)."""
-    assert response.status_code == status, (
-        f"expected {status}, got {response.status_code}: {response.text}"
-    )
-    content_type = response.headers.get("content-type", "")
-    assert content_type.startswith("application/problem+json"), content_type
-    body = response.json()
-    assert body["status"] == status, body
-    assert isinstance(body.get("title"), str) and body["title"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    assert "type" in body, body
-    if field is not None:
-        assert body.get("field") == field, f"expected field {field!r}: {body}"
-    return body
 
 
 def parse_time(value: str) -> datetime:

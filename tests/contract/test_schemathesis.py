@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from claims_realtime.app import BASE_PATHS
-from tests.conftest import PUBLISHER_KEY, ROOT
-from tests.integration.conftest import Server
+from tests.helpers import PUBLISHER_KEY, ROOT
+from tests.server import Server
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.integration  # it drives a real server process
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("schemathesis-server"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("base_path", BASE_PATHS)
@@ -40,15 +29,27 @@ def test_schemathesis_finds_no_failure(server: Server, base_path: str, tmp_path:
     report = tmp_path / "junit.xml"
     result = subprocess.run(
         [
-            SCHEMATHESIS, "run", f"{server.base_url}{base_path}/openapi.json",
-            "--checks", "all",
-            "--mode", "all",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--header", f"X-Publisher-Key: {PUBLISHER_KEY}",
-            "--report", "junit", "--report-junit-path", str(report),
+            SCHEMATHESIS,
+            "run",
+            f"{server.base_url}{base_path}/openapi.json",
+            "--checks",
+            "all",
+            "--mode",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--header",
+            f"X-Publisher-Key: {PUBLISHER_KEY}",
+            "--report",
+            "junit",
+            "--report-junit-path",
+            str(report),
             "--no-color",
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -17,8 +17,8 @@ from tests.asyncapi import (
     validate_connect_error,
     validate_message,
 )
-from tests.conftest import unique
-from tests.integration.conftest import Server
+from tests.helpers import unique
+from tests.server import Server
 
 pytestmark = pytest.mark.integration
 

@@ -10,33 +10,28 @@ import signal
 import subprocess
 from typing import Any
 
-from tests.conftest import PUBLISHER_KEY, ROOT, unique
-from tests.integration.conftest import CLI, Server
+from tests.helpers import PUBLISHER_KEY, ROOT, unique
+from tests.server import CLI, Server
 
 WAIT = 10.0
 
 
-def publish_cli(server: Server, org: str, *extra: str, key: str = PUBLISHER_KEY) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            CLI,
-            "publish",
-            "--url",
-            server.base_url,
-            "--key",
-            key,
-            "--org",
-            org,
-            "--user",
-            "usr_1",
-            "--claim",
-            unique("clm"),
-            *extra,
-        ],
+def run_publish(
+    server: Server, *args: str, key: str = PUBLISHER_KEY
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "publish", "--url", server.base_url, "--key", key, *args],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=ROOT,
+    )
+
+
+def publish_cli(server: Server, org: str, *extra: str, key: str = PUBLISHER_KEY) -> dict[str, Any]:
+    """Publish one event of `org` with the CLI; its JSON answer plus `exit_code`."""
+    result = run_publish(
+        server, "--org", org, "--user", "usr_1", "--claim", unique("clm"), *extra, key=key
     )
     body = json.loads(result.stdout)
     body["exit_code"] = result.returncode
@@ -118,29 +113,18 @@ async def test_tour_subscribe_tail_publish_stop_publish_resume(server):
 async def test_publish_refuses_a_wrong_key_and_bad_data(server):
     refused = publish_cli(server, unique("org"), "--type", "claim_submitted", key="wrong")
     assert refused["exit_code"] == 1 and refused["status"] == 401
-    result = subprocess.run(
-        [
-            CLI,
-            "publish",
-            "--url",
-            server.base_url,
-            "--key",
-            PUBLISHER_KEY,
-            "--org",
-            "o",
-            "--user",
-            "u",
-            "--claim",
-            "c",
-            "--type",
-            "claim_submitted",
-            "--data",
-            "{not json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
+    result = run_publish(
+        server,
+        "--org",
+        "o",
+        "--user",
+        "u",
+        "--claim",
+        "c",
+        "--type",
+        "claim_submitted",
+        "--data",
+        "{not json",
     )
     assert result.returncode != 0 and "--data is not JSON" in result.stderr
 

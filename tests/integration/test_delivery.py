@@ -15,8 +15,8 @@ import pytest
 import socketio
 
 from realtime.client import ChannelClient, ChannelClosed, Recovery
-from tests.conftest import unique
-from tests.integration.conftest import Server
+from tests.helpers import unique
+from tests.server import Server
 
 WAIT = 10.0
 

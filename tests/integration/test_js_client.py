@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, unique
-from tests.integration.conftest import Server
+from tests.helpers import ROOT, unique
+from tests.server import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 
@@ -112,8 +112,12 @@ async def run_node(tmp_path: Path, *args: str) -> AsyncIterator[NodeProcess]:
     stderr_path = tmp_path / f"node-stderr-{unique('run')}.log"
     with open(stderr_path, "wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            node, *args, cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            node,
+            *args,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
         )
         try:
             yield NodeProcess(process, stderr_path)
@@ -133,8 +137,11 @@ def run_client(
 ) -> contextlib.AbstractAsyncContextManager[NodeProcess]:
     """client.mjs on a channel as answered by POST /realtime-subscriptions/...; `config` adds
     transports, ack ("callback", "emit", "none") and ack_upto."""
-    config = {"websocket_url": channel["websocket_url"], "token": channel["channel_token"],
-              **config}
+    config = {
+        "websocket_url": channel["websocket_url"],
+        "token": channel["channel_token"],
+        **config,
+    }
     return run_node(tmp_path, str(CLIENT), json.dumps(config))
 
 
@@ -208,14 +215,32 @@ async def test_events_arrive_in_order_over_each_transport(
 
         claim = unique("clm")
         expected = [
-            await publish(server, event_type="claim_submitted", claim_id=claim,
-                          organisation_id=org, user_id=user, data={"amount": 120.5}),
-            await publish(server, event_type="status_changed", claim_id=claim,
-                          organisation_id=org, user_id=unique("usr"), actor_id=unique("act"),
-                          occurred_at="2026-03-26T08:00:00.123Z",
-                          data={"from": "submitted", "to": "in_review"}),
-            await publish(server, event_type="comment_added", claim_id=claim,
-                          organisation_id=org, user_id=user, data={"text": "ünïcode ✓"}),
+            await publish(
+                server,
+                event_type="claim_submitted",
+                claim_id=claim,
+                organisation_id=org,
+                user_id=user,
+                data={"amount": 120.5},
+            ),
+            await publish(
+                server,
+                event_type="status_changed",
+                claim_id=claim,
+                organisation_id=org,
+                user_id=unique("usr"),
+                actor_id=unique("act"),
+                occurred_at="2026-03-26T08:00:00.123Z",
+                data={"from": "submitted", "to": "in_review"},
+            ),
+            await publish(
+                server,
+                event_type="comment_added",
+                claim_id=claim,
+                organisation_id=org,
+                user_id=user,
+                data={"text": "ünïcode ✓"},
+            ),
         ]
         received = await client.events(3)
         for sequence, (payload, want) in enumerate(zip(received, expected, strict=True), 1):
@@ -233,8 +258,12 @@ async def test_ack_callback_moves_the_resume_point(server: Server, tmp_path: Pat
     org, user = unique("org"), unique("usr")
     channel = await server.subscribe("organisation", organisation_id=org, user_id=user)
     channel_id = channel["channel_id"]
-    event = {"event_type": "status_changed", "claim_id": unique("clm"),
-             "organisation_id": org, "user_id": user}
+    event = {
+        "event_type": "status_changed",
+        "claim_id": unique("clm"),
+        "organisation_id": org,
+        "user_id": user,
+    }
     async with run_client(tmp_path, channel, ack="callback") as client:
         await client.expect("recovery")
         for _ in range(3):
@@ -260,8 +289,12 @@ async def test_resume_point_is_the_last_acked_sequence_not_the_last_delivered(
     """Events 1-3 are delivered but only 1-2 confirmed (by callback, or `ack {sequence}`)."""
     user = unique("usr")
     channel = await server.subscribe("user", user_id=user)
-    event = {"event_type": "comment_added", "claim_id": unique("clm"),
-             "organisation_id": unique("org"), "user_id": user}
+    event = {
+        "event_type": "comment_added",
+        "claim_id": unique("clm"),
+        "organisation_id": unique("org"),
+        "user_id": user,
+    }
     async with run_client(tmp_path, channel, ack=ack, ack_upto=2) as client:
         await client.expect("recovery")
         for _ in range(3):
@@ -276,9 +309,7 @@ async def test_client_resumes_after_a_drop_over_websocket(server: Server, tmp_pa
     await check_drop_and_resume(server, tmp_path, "websocket")
 
 
-async def test_client_resumes_after_a_drop_over_polling(
-    own_server: Server, tmp_path: Path
-) -> None:
+async def test_client_resumes_after_a_drop_over_polling(own_server: Server, tmp_path: Path) -> None:
     # A server of its own: after a long-polling client goes away, the server keeps that
     # session's pending GET open (up to ping_interval + ping_timeout, 45 s) and a SIGTERM'd
     # uvicorn waits for it, so a shared server would take the fixture's 15 s to stop and be
@@ -298,8 +329,13 @@ async def check_drop_and_resume(server: Server, tmp_path: Path, transport: str) 
     channel_id = channel["channel_id"]
 
     def event(n: int) -> dict[str, Any]:
-        return {"event_type": "status_changed", "claim_id": unique("clm"),
-                "organisation_id": unique("org"), "user_id": user, "data": {"n": n}}
+        return {
+            "event_type": "status_changed",
+            "claim_id": unique("clm"),
+            "organisation_id": unique("org"),
+            "user_id": user,
+            "data": {"n": n},
+        }
 
     # Only event 1 is confirmed, so the server's own resume point (1) differs from the
     # client's (2): `resumed_from: 2` shows that the client's auth.last_sequence is used.
@@ -341,7 +377,7 @@ async def check_drop_and_resume(server: Server, tmp_path: Path, transport: str) 
     assert client.sequences() == [1, 2, 3, 4, 5, 6], client.report()
     for sequence, payload in enumerate(replayed + live, 3):
         assert_envelope(payload, channel_id, sequence, expected[sequence - 1])
-    after_drop = client.kinds()[client.kinds().index("dropping"):]
+    after_drop = client.kinds()[client.kinds().index("dropping") :]
     assert after_drop.count("connect") == 1 and after_drop.count("recovery") == 1, client.report()
 
 
@@ -367,9 +403,7 @@ async def test_refused_connection_is_a_connect_error_with_a_code(
     assert "connect" not in client.kinds(), client.report()
 
 
-async def test_delete_sends_channel_closed_then_disconnects(
-    server: Server, tmp_path: Path
-) -> None:
+async def test_delete_sends_channel_closed_then_disconnects(server: Server, tmp_path: Path) -> None:
     org = unique("org")
     channel = await server.subscribe("organisation", organisation_id=org, user_id=unique("usr"))
     channel_id = channel["channel_id"]
@@ -379,8 +413,10 @@ async def test_delete_sends_channel_closed_then_disconnects(
             response = await http.delete(f"/api/v1/realtime-subscriptions/{channel_id}")
         assert response.status_code == 200, response.text
         closed = await client.expect("channel_closed")
-        assert closed["payload"] == {"channel_id": channel_id,
-                                     "closed_at": response.json()["closed_at"]}
+        assert closed["payload"] == {
+            "channel_id": channel_id,
+            "closed_at": response.json()["closed_at"],
+        }
         disconnect = await client.expect("disconnect")
         assert disconnect["reason"] == "io server disconnect"
         await client.send("quit")
@@ -396,8 +432,12 @@ async def test_example_subscriber_prints_events_and_exits_when_the_channel_close
     org = unique("org")
     channel = await server.subscribe("organisation", organisation_id=org, user_id=unique("usr"))
     channel_id = channel["channel_id"]
-    event = {"event_type": "claim_approved", "claim_id": unique("clm"),
-             "organisation_id": org, "user_id": unique("usr")}
+    event = {
+        "event_type": "claim_approved",
+        "claim_id": unique("clm"),
+        "organisation_id": org,
+        "user_id": unique("usr"),
+    }
     async with run_node(
         tmp_path, str(EXAMPLE), channel["websocket_url"], channel["channel_token"]
     ) as example:
@@ -416,9 +456,7 @@ async def test_example_subscriber_prints_events_and_exits_when_the_channel_close
     assert "recovery: resumed from 0" in stderr and f"channel {channel_id} closed" in stderr
 
 
-async def test_example_subscriber_exits_1_on_a_wrong_token(
-    server: Server, tmp_path: Path
-) -> None:
+async def test_example_subscriber_exits_1_on_a_wrong_token(server: Server, tmp_path: Path) -> None:
     channel = await server.subscribe("user", user_id=unique("usr"))
     async with run_node(tmp_path, str(EXAMPLE), channel["websocket_url"], "wrong") as example:
         assert await example.finish() == 1, example.report()
@@ -436,8 +474,12 @@ async def test_example_subscriber_resumes_across_a_server_restart(
     user = unique("usr")
     channel = await own_server.subscribe("user", user_id=user)
     channel_id = channel["channel_id"]
-    event = {"event_type": "claim_rejected", "claim_id": unique("clm"),
-             "organisation_id": unique("org"), "user_id": user}
+    event = {
+        "event_type": "claim_rejected",
+        "claim_id": unique("clm"),
+        "organisation_id": unique("org"),
+        "user_id": user,
+    }
     async with run_node(
         tmp_path, str(EXAMPLE), channel["websocket_url"], channel["channel_token"]
     ) as example:

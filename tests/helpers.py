@@ -1,0 +1,36 @@
+"""Helpers shared by every test layer."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PUBLISHER_KEY = "test-publisher-key-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unique(prefix: str) -> str:
+    """An id no other test uses: tests share servers and databases."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def assert_problem(
+    response: httpx.Response, status: int, field: str | None = None
+) -> dict[str, Any]:
+    """An RFC 9457 problem+json response with `status` (and `field`, when given)."""
+    assert response.status_code == status, (
+        f"expected {status}, got {response.status_code}: {response.text[:500]}"
+    )
+    content_type = response.headers.get("content-type", "")
+    assert content_type.startswith("application/problem+json"), content_type
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status, body
+    assert isinstance(body.get("title"), str) and body["title"], body
+    assert isinstance(body.get("detail"), str) and body["detail"], body
+    assert "type" in body, body
+    if field is not None:
+        assert body.get("field") == field, f"expected field {field!r}: {str(body)[:500]}"
+    return body
