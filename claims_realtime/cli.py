@@ -23,7 +23,6 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
         log_level=settings.log_level.lower(),
         # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
         proxy_headers=True,
@@ -112,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP + Socket.IO server (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
     serve.add_argument(
         "--graceful-timeout",
         type=float,
