@@ -126,7 +126,13 @@ class ChannelClient:
             # are sent first, so after a moment it is safe to stop waiting.
             await asyncio.wait_for(self._sio.disconnect(), timeout=1)
         except TimeoutError:
-            await self._sio.eio.disconnect(abort=True)
+            eio = self._sio.eio
+            # Let the writer send the queued goodbye and stop first: a write after the
+            # reset below would open a new HTTP session that nobody closes.
+            if eio.write_loop_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(eio.write_loop_task, timeout=1)
+            await eio.disconnect(abort=True)
 
     async def drop(self) -> None:
         """Cut the transport without saying goodbye, as a network failure would."""

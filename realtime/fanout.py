@@ -223,6 +223,11 @@ class Fanout:
         if confirmed is not None:
             positions.confirmed = max(positions.confirmed or 0, confirmed)
 
+    def pending_positions(self, channel_id: str) -> tuple[int | None, int | None]:
+        """(delivered, confirmed) of the channel not yet written back."""
+        positions = self._pending.get(channel_id, _Positions())
+        return positions.delivered, positions.confirmed
+
     def take_positions(
         self, channel_id: str | None = None
     ) -> dict[str, tuple[int | None, int | None]]:

@@ -134,8 +134,6 @@ class Hub:
             raise Refusal("channel_not_found", f"No channel {channel_id}.")
         if not secret_matches(token, channel.token_hash):
             raise Refusal("invalid_token", "auth.token is not this channel's token.")
-        await self.flush(channel_id)
-        await channel.refresh_from_db()
         if channel.status == ChannelStatus.CLOSED:
             raise Refusal(
                 "channel_closed",
@@ -148,7 +146,7 @@ class Hub:
                 f"auth.last_sequence {last_sequence} is ahead of the channel's newest event "
                 f"({head}).",
             )
-        resumed_from = channel.resume_sequence if last_sequence is None else last_sequence
+        resumed_from = self._resume_point(channel) if last_sequence is None else last_sequence
         first = await history.first_available(channel, self.retention)
         start = max(resumed_from, first - 1)
         recovery = {
@@ -170,6 +168,15 @@ class Hub:
             recovery_packet=message_packet(channel_id, RECOVERY, recovery),
         )
         await history.mark_status(channel_id, ChannelStatus.CONNECTED)
+
+    def _resume_point(self, channel: Channel) -> int:
+        """The channel's stored resume point, moved on by positions not yet written back."""
+        delivered, confirmed = self.fanout.pending_positions(channel.id)
+        if confirmed is not None:
+            channel.confirmed_sequence = max(channel.confirmed_sequence or 0, confirmed)
+        if delivered is not None:
+            channel.delivered_sequence = max(channel.delivered_sequence or 0, delivered)
+        return channel.resume_sequence
 
     async def detach(self, channel_id: str, sid: str) -> None:
         was_last = self.fanout.detach(sid, channel_id)
