@@ -29,8 +29,11 @@ node_modules/.installed: package.json package-lock.json
 run: $(STAMP)
 	$(BIN)/claims-realtime serve --host $(HOST) --port $(PORT)
 
+# The whole suite on SQLite, then again on PostgreSQL (a database created for the run); the
+# scale-out tests use PostgreSQL and Redis in both cases, so they run once.
 test: $(STAMP) node_modules/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ from claims_realtime.settings import Settings
 from models.credentials import hash_secret
 from models.db import close_database, open_database
 from models.history import Retention
+from realtime.broker import create_broker
 from realtime.hub import Hub
 from realtime.server import create_socket_server
 
@@ -64,13 +65,16 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         sio,
         Retention(max_events=settings.history_max_events, ttl_seconds=settings.history_ttl_seconds),
         max_event_data_bytes=settings.max_event_data_bytes,
+        broker=create_broker(settings.redis_url),
         flush_interval=settings.flush_interval_seconds,
         prune_interval=settings.prune_interval_seconds,
+        heartbeat_interval=settings.node_heartbeat_seconds,
+        stale_after=settings.node_stale_seconds,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
-        await open_database(settings.database_url)
+        await open_database(settings.database_url, pool_size=settings.database_pool_size)
         publisher_key_hash = hash_secret(resolve_publisher_key(settings))
         await hub.start()
         try:

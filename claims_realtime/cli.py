@@ -1,4 +1,4 @@
-"""`claims-realtime`: serve the API, publish an event, tail a channel."""
+"""`claims-realtime`: serve the API, migrate the schema, publish an event, tail a channel."""
 
 from __future__ import annotations
 
@@ -18,11 +18,17 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()
+    if args.workers > 1 and (not settings.redis_url or settings.database_url.startswith("sqlite")):
+        raise SystemExit(
+            "--workers > 1 needs REDIS_URL (fan-out between the processes) and a PostgreSQL "
+            "DATABASE_URL (one database for all of them); see README, Running several processes"
+        )
     uvicorn.run(
         "claims_realtime.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         log_level=settings.log_level.lower(),
         # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
         proxy_headers=True,
@@ -30,6 +36,15 @@ def _serve(args: argparse.Namespace) -> int:
         # timeout; do not let it hold a shutdown for that long. Clients resume anyway.
         timeout_graceful_shutdown=args.graceful_timeout,
     )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from models.db import migrate
+
+    settings = Settings.from_env()
+    applied = asyncio.run(migrate(settings.database_url))
+    print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
     return 0
 
 
@@ -112,12 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on this port (needs REDIS_URL and PostgreSQL; websocket only)",
+    )
+    serve.add_argument(
         "--graceful-timeout",
         type=float,
         default=5.0,
         help="seconds to let open requests finish on shutdown (default 5)",
     )
     serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser(
+        "migrate", help="create or upgrade the database schema (DATABASE_URL) and exit"
+    )
+    migrate.set_defaults(run=_migrate)
 
     publish = commands.add_parser("publish", help="publish one claim event")
     publish.add_argument("--type", required=True, help="status_changed, claim_submitted, ...")

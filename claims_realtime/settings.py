@@ -50,6 +50,10 @@ class Settings:
 
     #: Tortoise URL: sqlite:///abs/path.sqlite3, sqlite://:memory:, postgres://user@host:5432/db
     database_url: str = ""
+    #: Redis for fan-out across server processes; None: one process, in-process fan-out.
+    redis_url: str | None = None
+    #: Most connections one process opens to PostgreSQL.
+    database_pool_size: int = 10
     #: Externally visible base URL (http/https/ws/wss); None derives it from each request.
     public_url: str | None = None
     log_level: str = "INFO"
@@ -65,6 +69,10 @@ class Settings:
     #: How often confirmed/delivered positions are written back, and history pruned.
     flush_interval_seconds: float = 0.5
     prune_interval_seconds: float = 60.0
+    #: Each process's heartbeat, and the silence after which the others presume it dead
+    #: (its sockets are forgotten and its channels marked disconnected).
+    node_heartbeat_seconds: float = 5.0
+    node_stale_seconds: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,12 +87,16 @@ class Settings:
             )
         return cls(
             database_url=database_url,
+            redis_url=env.get("REDIS_URL", "").strip() or None,
+            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
             public_url=public_url,
             log_level=env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
             data_dir=data_dir,
             publisher_key=env.get("PUBLISHER_KEY", "").strip() or None,
             history_max_events=_int(env, "HISTORY_MAX_EVENTS", 10_000, minimum=1),
             history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
+            node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
+            node_stale_seconds=_duration(env, "NODE_STALE_AFTER", 20.0),
         )
 
     def with_defaults(self) -> Settings:

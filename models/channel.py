@@ -47,7 +47,7 @@ class Channel(Model):
     #: Event types delivered on this channel, in canonical order.
     event_types: list[str] = fields.JSONField()
     status = fields.CharEnumField(ChannelStatus, max_length=16, default=ChannelStatus.CONNECTED)
-    #: SHA-256 of the channel token; the token itself is shown once, at creation.
+    #: SHA-256 of the channel token (the token itself is shown once, at creation).
     token_hash = fields.CharField(max_length=64)
     created_at = fields.DatetimeField(db_index=True)
     closed_at = fields.DatetimeField(null=True)

@@ -1,16 +1,34 @@
-"""Opening and closing the database (Tortoise ORM); the backend is chosen by the URL's scheme."""
+"""Opening the database (Tortoise ORM; the backend is chosen by the URL's scheme) and keeping
+its schema current with Tortoise's migrations (`models/migrations/`).
+
+    claims-realtime migrate        apply pending migrations (what PostgreSQL deployments run)
+    open_database(url)             connect; SQLite databases are migrated on the spot, other
+                                   databases must be current or the server refuses to start
+
+To change the schema: edit the models, then
+`DATABASE_URL=sqlite://:memory: python -m tortoise -c models.db.TORTOISE_ORM makemigrations`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
+from tortoise.migrations.executor import MigrationExecutor
 
-MODEL_MODULES = ["models.channel", "models.event"]
+MODEL_MODULES = ["models.channel", "models.event", "models.presence"]
+MIGRATIONS_MODULE = "models.migrations"
 
 log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database lacks migrations this code needs: run `claims-realtime migrate`."""
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -23,34 +41,116 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(path)
 
 
-def _with_sqlite_durability(database_url: str) -> str:
-    """Ask SQLite to fsync every commit: an event is durable before the API says 202."""
-    if not database_url.startswith("sqlite://") or "synchronous=" in database_url:
-        return database_url
-    return database_url + ("&" if "?" in database_url else "?") + "synchronous=FULL"
+def _with_param(database_url: str, name: str, value: object) -> str:
+    if f"{name}=" in database_url:
+        return database_url  # set explicitly in the URL: the URL wins
+    return database_url + ("&" if "?" in database_url else "?") + f"{name}={value}"
 
 
-async def open_database(database_url: str, *, create_schema: bool = True) -> None:
-    """Connect this process to the database and (by default) create missing tables.
+def connection_url(database_url: str, *, pool_size: int = 10) -> str:
+    """The URL Tortoise connects with: durable SQLite commits, a bounded PostgreSQL pool."""
+    if database_url.startswith("sqlite://"):
+        # fsync every commit: an event is durable before the API says 202. Wait for a lock
+        # rather than failing when a second process (e.g. `migrate`) holds it.
+        return _with_param(_with_param(database_url, "synchronous", "FULL"), "busy_timeout", 5000)
+    return _with_param(_with_param(database_url, "maxsize", pool_size), "minsize", 1)
 
+
+def tortoise_config(database_url: str, *, pool_size: int = 10) -> dict[str, Any]:
+    return {
+        "connections": {"default": connection_url(database_url, pool_size=pool_size)},
+        "apps": {
+            "models": {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+#: For Tortoise's own CLI (`python -m tortoise -c models.db.TORTOISE_ORM ...`).
+TORTOISE_ORM = tortoise_config(os.environ.get("DATABASE_URL", "sqlite://:memory:"))
+
+
+def _executor() -> MigrationExecutor:
+    apps: dict[str, dict[str, Any]] = tortoise_config("sqlite://:memory:")["apps"]
+    return MigrationExecutor(Tortoise.get_connection("default"), apps)
+
+
+async def _migrate_connected() -> list[str]:
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(f"{app_label}.{name}")
+            log.info("applied migration %s.%s", app_label, name)
+
+    await _executor().migrate(progress=progress)
+    return applied
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply pending migrations; answer their names. Safe to run when nothing is pending."""
+    _create_parent_dir(database_url)
+    await Tortoise.init(config=tortoise_config(database_url))
+    try:
+        return await _migrate_connected()
+    finally:
+        await Tortoise.close_connections()
+
+
+async def pending_migrations() -> list[str]:
+    """Migrations not yet applied to the connected database."""
+    plan = await _executor().plan(None)
+    return [
+        f"{step.migration.app_label}.{step.migration.name}" for step in plan if not step.backward
+    ]
+
+
+async def open_database(database_url: str, *, pool_size: int = 10) -> None:
+    """Connect this process to the database, with its schema current.
+
+    SQLite (the zero-setup default) is migrated on the spot; any other database must have
+    been migrated with `claims-realtime migrate`, or SchemaOutOfDate is raised.
     Tortoise keeps its state in a context variable; the global fallback makes that state
     visible to request and Socket.IO tasks, which do not inherit the lifespan's context.
     """
-    path = sqlite_path(database_url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    _create_parent_dir(database_url)
     await Tortoise.init(
-        db_url=_with_sqlite_durability(database_url),
-        modules={"models": MODEL_MODULES},
-        _enable_global_fallback=True,
+        config=tortoise_config(database_url, pool_size=pool_size), _enable_global_fallback=True
     )
-    if create_schema:
-        await Tortoise.generate_schemas(safe=True)
+    if database_url.startswith("sqlite://"):
+        await _migrate_connected()
+    pending = await pending_migrations()
+    if pending:
+        await Tortoise.close_connections()
+        raise SchemaOutOfDate(
+            f"the database at {_redacted(database_url)} lacks migrations {', '.join(pending)}: "
+            "run `claims-realtime migrate` first"
+        )
     log.info("database ready: %s", _redacted(database_url))
+
+
+async def database_reachable(timeout: float = 2.0) -> bool:
+    try:
+        connection = Tortoise.get_connection("default")
+        await asyncio.wait_for(connection.execute_query("SELECT 1"), timeout)
+    except Exception:
+        return False
+    return True
 
 
 async def close_database() -> None:
     await Tortoise.close_connections()
+
+
+def _create_parent_dir(database_url: str) -> None:
+    path = sqlite_path(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _redacted(database_url: str) -> str:

@@ -6,7 +6,7 @@ DomainError
 ├── ChannelNotFound     404  no channel has this id
 ├── EventIdConflict     409  an event_id was reused for a different event
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
-└── StorageUnavailable  503  the database cannot be reached; nothing was stored
+└── Unavailable         503  a dependency (database, Redis) cannot be reached
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ class ChannelClosed(DomainError):
         return {"closed_at": rfc3339(self.closed_at)}
 
 
-class StorageUnavailable(DomainError):
+class Unavailable(DomainError):
     status = 503
     title = "Service Unavailable"
+
+    def __init__(self, detail: str, checks: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.checks = checks or {}
+
+    def extensions(self) -> dict[str, object]:
+        return {"checks": self.checks} if self.checks else {}

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from tortoise import connections
 from tortoise.expressions import Q
 
-from models.channel import Channel, ChannelStatus
+from models.channel import Channel
 from models.clock import utcnow
 from models.event import ChannelEvent, ClaimEvent
 
@@ -58,6 +58,14 @@ async def read_after(
     )
 
 
+async def heads(channel_ids: list[str]) -> dict[str, tuple[int, datetime | None]]:
+    """(head sequence, closed_at) of each channel, in one query."""
+    if not channel_ids:
+        return {}
+    rows = await Channel.filter(id__in=channel_ids).values_list("id", "head_sequence", "closed_at")
+    return {str(cid): (int(head), closed_at) for cid, head, closed_at in rows}
+
+
 async def save_positions(channel_id: str, *, delivered: int | None, confirmed: int | None) -> None:
     """Move the channel's delivered/confirmed sequences forward (never back)."""
     if delivered is not None:
@@ -70,16 +78,6 @@ async def save_positions(channel_id: str, *, delivered: int | None, confirmed: i
             Q(id=channel_id)
             & (Q(confirmed_sequence__isnull=True) | Q(confirmed_sequence__lt=confirmed))
         ).update(confirmed_sequence=confirmed)
-
-
-async def mark_status(channel_id: str, status: ChannelStatus) -> None:
-    """Set connected/disconnected, unless the channel was closed meanwhile."""
-    await (
-        Channel.filter(id=channel_id)
-        .exclude(status=ChannelStatus.CLOSED)
-        .exclude(status=status)
-        .update(status=status)
-    )
 
 
 async def prune(retention: Retention) -> int:

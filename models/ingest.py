@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -18,6 +19,8 @@ from models.clock import utcnow
 from models.credentials import new_event_id
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ChannelEvent, ClaimEvent
+
+_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,22 @@ async def record_events(
     """
     now = utcnow()
     prefixes = [f"events.{i}." if batch else "" for i in range(len(submitted))]
-    fresh = [
-        _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes)
-        for item, prefix in zip(submitted, prefixes, strict=True)
-    ]
+    # Two processes recording the same new event_id at once: the second insert fails on
+    # the primary key; trying again finds the first one's row, a duplicate.
+    for attempt in range(_ATTEMPTS):
+        fresh = [
+            _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes)
+            for item, prefix in zip(submitted, prefixes, strict=True)
+        ]
+        try:
+            return await _record(fresh, prefixes, now)
+        except IntegrityError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _record(fresh: list[ClaimEvent], prefixes: list[str], now: datetime) -> list[Recorded]:
     async with in_transaction():
         known = {
             event.event_id: event

@@ -116,6 +116,21 @@ class Fanout:
         self._head.pop(channel_id, None)
         return True
 
+    def channel_ids(self) -> list[str]:
+        """Channels with sockets in this process."""
+        return list(self._channels)
+
+    def advance_head(self, channel_id: str, head: int) -> None:
+        """The channel has recorded up to `head` (learnt from the database): catch up every
+        live socket that is behind, as a lost announcement would have left it."""
+        subs = self._channels.get(channel_id)
+        if not subs or head <= self._head.get(channel_id, 0):
+            return
+        self._head[channel_id] = head
+        for sub in list(subs.values()):
+            if not sub.catching_up and sub.cursor < head:
+                self._start_catch_up(sub)
+
     def subscriber(self, sid: str, channel_id: str) -> Subscriber | None:
         return self._channels.get(channel_id, {}).get(sid)
 

@@ -4,7 +4,9 @@
     attach/detach()  a socket joins or leaves a channel (resume point, recovery, status)
     reconnect()      PUT .../reconnect: status connected, missed-event count
     close_channel()  DELETE: close, tell the sockets, disconnect them
-and, in the background, writing delivery positions back and pruning history.
+and, in the background: writing delivery positions back, pruning history, this process's
+heartbeat (reaping processes that died), and reconciling local sockets with the database
+when other processes announce through a broker (see realtime.broker).
 """
 
 from __future__ import annotations
@@ -13,25 +15,40 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from models import history, ingest, subscriptions
+from models import history, ingest, presence, subscriptions
 from models.channel import Channel, ChannelStatus
 from models.clock import rfc3339, rfc3339_or_none
-from models.credentials import secret_matches
+from models.credentials import random_id, secret_matches
+from models.db import database_reachable
 from models.history import Retention
+from realtime import relay
+from realtime.broker import Broker
 from realtime.fanout import Entries, Fanout, Subscriber
 from realtime.namespace import ChannelNamespace
 from realtime.protocol import (
     CHANNEL_CLOSED,
     RECOVERY,
     Refusal,
+    event_body,
     event_packet,
     message_packet,
 )
 from realtime.server import ChannelSocketServer
 
 log = logging.getLogger(__name__)
+
+#: With other processes, how often local sockets are checked against the database: the
+#: longest an event waits when its announcement was lost (Redis down or a dropped message).
+RECONCILE_SECONDS = 5.0
+
+
+def closed_notice(channel_id: str, closed_at: datetime) -> str:
+    """The `channel_closed` message."""
+    notice = {"channel_id": channel_id, "closed_at": rfc3339(closed_at)}
+    return message_packet(channel_id, CHANNEL_CLOSED, notice)
 
 
 class Hub:
@@ -43,14 +60,22 @@ class Hub:
         retention: Retention,
         *,
         max_event_data_bytes: int,
+        broker: Broker | None = None,
         flush_interval: float = 0.5,
         prune_interval: float = 60.0,
+        heartbeat_interval: float = 5.0,
+        stale_after: float = 20.0,
     ) -> None:
+        #: This process, as the presence table and the broker know it.
+        self.node_id = random_id("node_", 16)
+        self.broker = broker or Broker()
         self.sio = sio
         self.retention = retention
         self.max_event_data_bytes = max_event_data_bytes
         self.flush_interval = flush_interval
         self.prune_interval = prune_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_after = stale_after
         self.fanout = Fanout(sio, self._read_history)
         sio.on_sequence_ack = self.fanout.confirm
         sio.register_namespace(ChannelNamespace(self))
@@ -61,10 +86,13 @@ class Hub:
 
     async def start(self) -> None:
         self._stopped = False
-        self._tasks = [
-            asyncio.create_task(self._every(self.flush_interval, self.flush)),
-            asyncio.create_task(self._every(self.prune_interval, self.prune)),
-        ]
+        await presence.register_node(self.node_id)
+        jobs = [(self.flush_interval, self.flush), (self.prune_interval, self.prune)]
+        jobs.append((self.heartbeat_interval, self.heartbeat))
+        if self.broker.distributed:
+            jobs.append((RECONCILE_SECONDS, self.reconcile))
+        self._tasks = [asyncio.create_task(self._every(seconds, job)) for seconds, job in jobs]
+        await self.broker.start(self._on_relayed, self.reconcile)
 
     async def stop(self) -> None:
         """Disconnect every socket while the database is still open (their detach writes
@@ -74,6 +102,7 @@ class Hub:
             # client that already went away never does.
             await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
         self._stopped = True
+        await self.broker.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -81,6 +110,7 @@ class Hub:
                 await task
         self._tasks = []
         await self.flush()
+        await presence.forget_node(self.node_id)
 
     async def _every(self, seconds: float, job: Any) -> None:
         while True:
@@ -95,27 +125,54 @@ class Hub:
     async def publish(
         self, submitted: Sequence[Mapping[str, Any]], *, batch: bool = False
     ) -> list[ingest.Recorded]:
-        """Record events (committed before this returns), then deliver them live."""
+        """Record events (committed before this returns), then deliver them live: to this
+        process's sockets directly, to the other processes' through the broker."""
         recorded = await ingest.record_events(
             submitted, max_data_bytes=self.max_event_data_bytes, batch=batch
         )
         per_channel: dict[str, list[tuple[int, str]]] = {}
         for outcome in recorded:
+            body: dict[str, Any] | None = None
             for placement in outcome.placements:
                 if self.fanout.has_subscribers(placement.channel_id):
+                    body = body or event_body(outcome.event)
+                    packet = event_packet(placement.channel_id, placement.sequence, body)
                     per_channel.setdefault(placement.channel_id, []).append(
-                        (
-                            placement.sequence,
-                            event_packet(placement.channel_id, placement.sequence, outcome.event),
-                        )
+                        (placement.sequence, packet)
                     )
         for channel_id, entries in per_channel.items():
             self.fanout.deliver(channel_id, entries)
+        if self.broker.distributed:
+            message = relay.encode(self.node_id, recorded)
+            if message is not None:
+                await self.broker.publish(message)
         return recorded
+
+    def _on_relayed(self, payload: bytes) -> None:
+        """Another process recorded a batch: deliver it to our sockets of its channels."""
+        relayed = relay.decode(payload)
+        if relayed.node == self.node_id:
+            return  # delivered locally already
+        for channel_id, closed_at in relayed.closed.items():
+            # Sockets of a channel closed elsewhere are told and dropped here too.
+            notice = closed_notice(channel_id, closed_at)
+            asyncio.get_running_loop().create_task(self.fanout.close(channel_id, notice))
+        for channel_id, pairs in relayed.channels.items():
+            if self.fanout.has_subscribers(channel_id):
+                self.fanout.deliver(
+                    channel_id,
+                    [
+                        (sequence, event_packet(channel_id, sequence, body))
+                        for sequence, body in pairs
+                    ],
+                )
 
     async def _read_history(self, channel_id: str, after: int, limit: int) -> Entries:
         rows = await history.read_after(channel_id, after, limit, self.retention)
-        return [(row.sequence, event_packet(channel_id, row.sequence, row.event)) for row in rows]
+        return [
+            (row.sequence, event_packet(channel_id, row.sequence, event_body(row.event)))
+            for row in rows
+        ]
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -167,7 +224,7 @@ class Hub:
             head=head,
             recovery_packet=message_packet(channel_id, RECOVERY, recovery),
         )
-        await history.mark_status(channel_id, ChannelStatus.CONNECTED)
+        await presence.socket_attached(channel_id, self.node_id)
 
     def _resume_point(self, channel: Channel) -> int:
         """The channel's stored resume point, moved on by positions not yet written back."""
@@ -179,13 +236,12 @@ class Hub:
         return channel.resume_sequence
 
     async def detach(self, channel_id: str, sid: str) -> None:
-        was_last = self.fanout.detach(sid, channel_id)
+        self.fanout.detach(sid, channel_id)
         if self._stopped:
             return  # a straggler after shutdown: the database is closed, clients resume
         await self.flush(channel_id)
-        # Re-checked after the await: another socket may have attached meanwhile.
-        if was_last and not self.fanout.has_subscribers(channel_id):
-            await history.mark_status(channel_id, ChannelStatus.DISCONNECTED)
+        # `disconnected` only once no process, this one included, holds a socket of it.
+        await presence.socket_detached(channel_id, self.node_id)
 
     # -- channel lifecycle ----------------------------------------------------------------
 
@@ -196,8 +252,11 @@ class Hub:
     async def close_channel(self, channel_id: str) -> Channel:
         channel = await subscriptions.close_channel(channel_id)
         assert channel.closed_at is not None
-        notice = {"channel_id": channel_id, "closed_at": rfc3339(channel.closed_at)}
-        await self.fanout.close(channel_id, message_packet(channel_id, CHANNEL_CLOSED, notice))
+        await self.fanout.close(channel_id, closed_notice(channel_id, channel.closed_at))
+        if self.broker.distributed:
+            await self.broker.publish(
+                relay.encode_closed(self.node_id, channel_id, channel.closed_at)
+            )
         return channel
 
     # -- background -----------------------------------------------------------------------
@@ -211,6 +270,30 @@ class Hub:
             except Exception:
                 self.fanout.note_positions(cid, delivered=delivered, confirmed=confirmed)
                 raise
+
+    async def heartbeat(self) -> None:
+        await presence.heartbeat(self.node_id)
+        dead = await presence.reap_dead_nodes(self.stale_after)
+        if dead:
+            log.warning("forgot the sockets of %d silent server process(es): %s", len(dead), dead)
+
+    async def reconcile(self) -> None:
+        """Catch local sockets up with events announced while no announcement reached us."""
+        heads = await history.heads(self.fanout.channel_ids())
+        for channel_id, (head, closed_at) in heads.items():
+            if closed_at is not None:  # closed by another process while we were not told
+                await self.fanout.close(channel_id, closed_notice(channel_id, closed_at))
+            else:
+                self.fanout.advance_head(channel_id, head)
+
+    async def readiness(self) -> dict[str, str]:
+        """`ok`/`unavailable` per dependency (`not_configured` for an absent Redis)."""
+        checks = {"database": "ok" if await database_reachable() else "unavailable"}
+        if self.broker.distributed:
+            checks["redis"] = "ok" if await self.broker.ping() else "unavailable"
+        else:
+            checks["redis"] = "not_configured"
+        return checks
 
     async def prune(self) -> None:
         removed = await history.prune(self.retention)

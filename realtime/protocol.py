@@ -33,10 +33,9 @@ def channel_id_of(namespace: str) -> str | None:
     return match.group(1) if match else None
 
 
-def envelope(channel_id: str, sequence: int, event: ClaimEvent) -> dict[str, Any]:
+def event_body(event: ClaimEvent) -> dict[str, Any]:
+    """The part of an envelope that is the same on every channel: built once per event."""
     return {
-        "channel_id": channel_id,
-        "sequence": sequence,
         "event_id": event.event_id,
         "event_type": event.event_type,
         "claim_id": event.claim_id,
@@ -48,10 +47,15 @@ def envelope(channel_id: str, sequence: int, event: ClaimEvent) -> dict[str, Any
     }
 
 
-def event_packet(channel_id: str, sequence: int, event: ClaimEvent) -> str:
+def envelope(channel_id: str, sequence: int, body: dict[str, Any]) -> dict[str, Any]:
+    """`{channel_id, sequence, event_id, event_type, ...}` as the AsyncAPI document says."""
+    return {"channel_id": channel_id, "sequence": sequence, **body}
+
+
+def event_packet(channel_id: str, sequence: int, body: dict[str, Any]) -> str:
     """`2/channels/<id>,<sequence>["<event_type>",{envelope}]`: the ack id is the sequence."""
     return _encode(
-        channel_id, [event.event_type, envelope(channel_id, sequence, event)], ack_id=sequence
+        channel_id, [body["event_type"], envelope(channel_id, sequence, body)], ack_id=sequence
     )
 
 

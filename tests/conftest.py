@@ -1,7 +1,12 @@
-"""Fixtures shared by every layer: an isolated app in-process, or a real server process."""
+"""Fixtures shared by every layer: an isolated app in-process, or a real server process.
+
+`pytest --database=postgres` runs the same tests on a PostgreSQL database created for the
+run (and dropped after it) instead of SQLite.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,15 +16,49 @@ from asgi_lifespan import LifespanManager
 
 from claims_realtime.app import create_app
 from claims_realtime.settings import Settings
-from models.db import close_database, open_database
+from models.db import close_database, migrate, open_database
+from tests import services
 from tests.helpers import PUBLISHER_KEY
 from tests.server import Server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="where the tests keep their data (postgres: a database created for the run)",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The run's PostgreSQL database (migrated), or None when testing on SQLite."""
+    if request.config.getoption("--database") != "postgres":
+        yield None
+        return
+    services.require_postgres()
+    url = asyncio.run(services.create_database())
+    asyncio.run(migrate(url))
+    try:
+        yield url
+    finally:
+        asyncio.run(services.drop_database(url))
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(postgres_url: str | None) -> str:
+    """An empty database for one in-process test."""
+    if postgres_url is None:
+        return "sqlite://:memory:"
+    asyncio.run(services.empty_tables(postgres_url))
+    return postgres_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        database_url="sqlite://:memory:",
+        database_url=database_url,
         data_dir=tmp_path / "data",
         publisher_key=PUBLISHER_KEY,
         public_url="https://realtime.example.com",
@@ -27,9 +66,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[None]:
-    """An empty in-memory database for domain-level tests."""
-    await open_database("sqlite://:memory:")
+async def db(database_url: str) -> AsyncIterator[None]:
+    """An empty database for domain-level tests."""
+    await open_database(database_url)
     try:
         yield
     finally:
@@ -46,10 +85,16 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+def _server_env(postgres_url: str | None) -> dict[str, str]:
+    return {"DATABASE_URL": postgres_url} if postgres_url else {}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
+) -> Iterator[Server]:
     """A server shared by one test module (tests use unique ids, so they don't interfere)."""
-    srv = Server(tmp_path_factory.mktemp("server"))
+    srv = Server(tmp_path_factory.mktemp("server"), **_server_env(postgres_url))
     srv.start()
     try:
         yield srv
@@ -58,10 +103,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Server]:
+def own_server(tmp_path: Path, postgres_url: str | None) -> Iterator[Server]:
     """A server for one test that reconfigures or restarts it. Set `own_server.env` before
     calling `own_server.start()`."""
-    srv = Server(tmp_path / "server")
+    srv = Server(tmp_path / "server", **_server_env(postgres_url))
     try:
         yield srv
     finally:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +28,7 @@ def free_port() -> int:
 class Server:
     """One `claims-realtime serve` process; restartable on the same port and data."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -39,15 +40,18 @@ class Server:
         }
         self.env.pop("DATABASE_URL", None)  # default: a SQLite file under data_dir
         self.env.update(env)
+        #: Extra `claims-realtime serve` arguments (e.g. --workers 2).
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
+        self.started_at = datetime.now(UTC)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

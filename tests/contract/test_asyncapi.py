@@ -16,7 +16,7 @@ from socketio import packet
 
 from models.channel import ALL_EVENT_TYPES
 from models.event import ClaimEvent
-from realtime.protocol import channel_id_of, envelope, event_packet, namespace_of
+from realtime.protocol import channel_id_of, envelope, event_body, event_packet, namespace_of
 from tests.asyncapi import (
     FORMAT_CHECKER,
     component_schema,
@@ -95,7 +95,8 @@ def claim_event(event_type: str, **overrides: Any) -> ClaimEvent:
 
 
 def good_envelope(event_type: str = "status_changed") -> dict[str, Any]:
-    return envelope("chan_b5c6d7e8", 3, claim_event(event_type, data={"to": "in_review"}))
+    event = claim_event(event_type, data={"to": "in_review"})
+    return envelope("chan_b5c6d7e8", 3, event_body(event))
 
 
 # -- the document itself ----------------------------------------------------------------------
@@ -350,15 +351,18 @@ def test_encoded_envelopes_validate(event_type: str) -> None:
         ),
     ]
     for sequence, event in enumerate(variants, start=1):
-        payload = envelope("chan_b5c6d7e8", sequence, event)
+        payload = envelope("chan_b5c6d7e8", sequence, event_body(event))
         validate_message(event_type, payload)
         assert payload["event_type"] == event_type
-    assert envelope("chan_x", 2, variants[1])["occurred_at"] == "2026-03-26T08:00:00.000Z"
+    second = envelope("chan_x", 2, event_body(variants[1]))
+    assert second["occurred_at"] == "2026-03-26T08:00:00.000Z"
 
 
 @pytest.mark.parametrize("event_type", ALL_EVENT_TYPES)
 def test_encoded_packets_carry_the_documented_name_payload_and_ack_id(event_type: str) -> None:
-    encoded = event_packet("chan_b5c6d7e8", 42, claim_event(event_type, actor_id="usr_coord99"))
+    encoded = event_packet(
+        "chan_b5c6d7e8", 42, event_body(claim_event(event_type, actor_id="usr_coord99"))
+    )
     decoded = packet.Packet(encoded_packet=encoded)
     assert decoded.packet_type == packet.EVENT
     assert decoded.namespace == "/channels/chan_b5c6d7e8"
@@ -369,7 +373,7 @@ def test_encoded_packets_carry_the_documented_name_payload_and_ack_id(event_type
 
 
 def test_an_envelope_under_another_event_name_is_rejected() -> None:
-    payload = envelope("chan_b5c6d7e8", 1, claim_event("claim_approved"))
+    payload = envelope("chan_b5c6d7e8", 1, event_body(claim_event("claim_approved")))
     validate_message("claim_approved", payload)
     with pytest.raises(AssertionError, match="event_type"):
         validate_message("claim_rejected", payload)

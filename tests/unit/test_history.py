@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from models import history, ingest, subscriptions
-from models.channel import Channel, ChannelStatus, SubscriptionType
+from models.channel import Channel, SubscriptionType
 from models.event import ChannelEvent
 from models.history import Retention
 
@@ -84,14 +84,3 @@ async def test_resume_point_falls_back_to_delivered_then_zero() -> None:
     await history.save_positions(channel.id, delivered=1, confirmed=None)
     await channel.refresh_from_db()
     assert channel.resume_sequence == 1
-
-
-async def test_status_changes_never_reopen_a_closed_channel() -> None:
-    channel = await channel_with_events(0)
-    await history.mark_status(channel.id, ChannelStatus.DISCONNECTED)
-    await channel.refresh_from_db()
-    assert channel.status == ChannelStatus.DISCONNECTED
-    await subscriptions.close_channel(channel.id)
-    await history.mark_status(channel.id, ChannelStatus.CONNECTED)
-    await channel.refresh_from_db()
-    assert channel.status == ChannelStatus.CLOSED

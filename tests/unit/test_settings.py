@@ -13,6 +13,7 @@ def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
     assert settings.database_url == f"sqlite://{Path('data').resolve()}/claims-realtime.sqlite3"
     assert settings.public_url is None and settings.publisher_key is None
+    assert settings.redis_url is None and settings.database_pool_size == 10
     assert settings.history_max_events == 10_000
     assert settings.history_ttl_seconds == 7 * 86400
     assert settings.log_level == "INFO"
@@ -28,6 +29,10 @@ def test_every_variable_is_read() -> None:
             "HISTORY_MAX_EVENTS": "50",
             "HISTORY_TTL": "15m",
             "LOG_LEVEL": "debug",
+            "REDIS_URL": "redis://r:6379/1",
+            "DATABASE_POOL_SIZE": "4",
+            "NODE_HEARTBEAT": "2s",
+            "NODE_STALE_AFTER": "1m",
         }
     )
     assert settings.database_url == "postgres://u@h:5432/d"
@@ -36,6 +41,8 @@ def test_every_variable_is_read() -> None:
     assert settings.data_dir == Path("/srv/rt")
     assert (settings.history_max_events, settings.history_ttl_seconds) == (50, 900)
     assert settings.log_level == "DEBUG"
+    assert (settings.redis_url, settings.database_pool_size) == ("redis://r:6379/1", 4)
+    assert (settings.node_heartbeat_seconds, settings.node_stale_seconds) == (2, 60)
 
 
 @pytest.mark.parametrize("ttl, seconds", [("90", 90), ("90s", 90), ("2h", 7200), ("7d", 604800)])

@@ -1,0 +1,19 @@
+"""Handlers of the `health` tag: what load balancers and orchestrators probe."""
+
+from __future__ import annotations
+
+from handlers import app_state
+from handlers.representations import Reply, reply
+from models.errors import Unavailable
+
+
+async def get_liveness() -> Reply:
+    return reply({"status": "ok"})
+
+
+async def get_readiness() -> Reply:
+    checks = await app_state.hub().readiness()
+    failing = sorted(name for name, state in checks.items() if state == "unavailable")
+    if failing:
+        raise Unavailable(f"Not ready: {', '.join(failing)} unavailable.", checks)
+    return reply({"status": "ok", "checks": checks})

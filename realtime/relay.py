@@ -1,0 +1,67 @@
+"""The message one process publishes after recording a batch, for the others' sockets.
+
+Each event's body travels once; per channel, only (sequence, index of the event) pairs.
+
+    {"node": "<sender>", "events": [body, ...], "channels": {"chan_x": [[7, 0], [8, 1]], ...}}
+
+and when a channel is closed, so that its sockets elsewhere are told and dropped:
+
+    {"node": "<sender>", "closed": {"chan_x": "2026-03-26T10:00:00.000Z"}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from models.ingest import Recorded
+from realtime.protocol import event_body
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A decoded batch: per channel, its new (sequence, event body) pairs in order."""
+
+    node: str
+    channels: dict[str, list[tuple[int, dict[str, Any]]]]
+    closed: dict[str, datetime]
+
+
+def encode(node: str, recorded: Sequence[Recorded]) -> bytes | None:
+    """The batch as bytes, or None when it placed nothing (duplicates only, no channels)."""
+    events: list[dict[str, Any]] = []
+    channels: dict[str, list[tuple[int, int]]] = {}
+    for outcome in recorded:
+        if not outcome.placements:
+            continue
+        index = len(events)
+        events.append(event_body(outcome.event))
+        for placement in outcome.placements:
+            channels.setdefault(placement.channel_id, []).append((placement.sequence, index))
+    if not events:
+        return None
+    message = {"node": node, "events": events, "channels": channels}
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_closed(node: str, channel_id: str, closed_at: datetime) -> bytes:
+    return json.dumps({"node": node, "closed": {channel_id: closed_at.isoformat()}}).encode()
+
+
+def decode(payload: bytes) -> Relayed:
+    message = json.loads(payload)
+    events = message.get("events", [])
+    return Relayed(
+        node=message["node"],
+        channels={
+            channel_id: [(int(sequence), events[index]) for sequence, index in pairs]
+            for channel_id, pairs in message.get("channels", {}).items()
+        },
+        closed={
+            channel_id: datetime.fromisoformat(closed_at)
+            for channel_id, closed_at in message.get("closed", {}).items()
+        },
+    )
