@@ -92,36 +92,6 @@ def loads_strict_json(text: str) -> t.Any:
     return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def unportable_text(document: t.Any) -> str | None:
-    """The dotted path of the first string (key or value) holding a NUL or a lone surrogate,
-    or None. Python decodes both from JSON escapes, but PostgreSQL cannot store them and
-    interoperable JSON (RFC 7493) forbids them: refuse them at the door, not with a 500."""
-    stack: list[tuple[str, t.Any]] = [("", document)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                child = f"{path}.{key}" if path else str(key)
-                if _unportable(key):
-                    return child
-                stack.append((child, item))
-        elif isinstance(value, list):
-            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
-        elif isinstance(value, str) and _unportable(value):
-            return path or "body"
-    return None
-
-
-def _unportable(text: str) -> bool:
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _short(text: str, limit: int = 240) -> str:
     """jsonschema repeats the offending value in its messages; a 500-event batch would be
     echoed back whole."""
@@ -154,16 +124,10 @@ class BodyValidator(JSONRequestBodyValidator):
         if not text:
             return None
         try:
-            document = loads_strict_json(text)
+            return loads_strict_json(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise FieldProblem("body", f"The request body is not valid JSON: {detail}.") from None
-        where = unportable_text(document)
-        if where is not None:
-            raise FieldProblem(
-                where, f"{where}: text must be Unicode without NUL characters or lone surrogates."
-            )
-        return document
 
     def _validate(self, body: t.Any) -> dict[str, t.Any] | None:
         if not self._nullable and body is None:

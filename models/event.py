@@ -7,6 +7,8 @@ from typing import Any
 from tortoise import fields
 from tortoise.models import Model
 
+from models.fields import JSONTextField
+
 
 class ClaimEvent(Model):
     """One accepted claim event, stored once however many channels it reached."""
@@ -21,7 +23,7 @@ class ClaimEvent(Model):
     actor_id = fields.CharField(max_length=64, null=True)
     occurred_at = fields.DatetimeField()
     recorded_at = fields.DatetimeField(db_index=True)
-    data: dict[str, Any] = fields.JSONField(default=dict)
+    data: dict[str, Any] = JSONTextField(default=dict)
     #: SHA-256 of the event as submitted: a retry must match it to count as a duplicate.
     fingerprint = fields.CharField(max_length=64)
     #: How many channels recorded it (answered again to a duplicate submission).

@@ -90,9 +90,7 @@ def _server_env(postgres_url: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
-) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -> Iterator[Server]:
     """A server shared by one test module (tests use unique ids, so they don't interfere)."""
     srv = Server(tmp_path_factory.mktemp("server"), **_server_env(postgres_url))
     srv.start()

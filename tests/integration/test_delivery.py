@@ -8,6 +8,7 @@ persistence across a restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import socketio
 
 from realtime.client import ChannelClient, ChannelClosed, Recovery
-from tests.helpers import unique
+from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server
 
 WAIT = 10.0
@@ -132,6 +133,24 @@ async def test_envelope_carries_the_event_as_published(server):
         "occurred_at": "2026-03-26T08:14:22.500Z",
         "data": {"from": "submitted", "to": "in_review", "amount": 120.5},
     }
+
+
+async def test_data_arrives_exactly_as_published_even_odd_strings(server):
+    org = unique("org")
+    channel = await server.subscribe("organisation", organisation_id=org, user_id="usr_c")
+    data = {"nul": "a\x00b", "lone": "\udb65", "emoji": "\U0001f600", "\x00": [1.5, None]}
+    async with ChannelClient(channel["websocket_url"], channel["channel_token"]) as client:
+        await recovery(client)
+        async with server.client() as http:
+            # json.dumps escapes all of them: the body is plain ASCII JSON.
+            response = await http.post(
+                "/api/v1/claim-events",
+                content=json.dumps(claim_event(org, data=data)),
+                headers={"X-Publisher-Key": PUBLISHER_KEY, "Content-Type": "application/json"},
+            )
+        assert response.status_code == 202, response.text
+        (envelope,) = await events(client, 1)
+    assert envelope["data"] == data
 
 
 async def test_a_large_batch_arrives_complete_and_in_order(server):
