@@ -32,6 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
         proxy_headers=True,
+        # Socket.IO payloads are small JSON: per-message compression cost more CPU than it
+        # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
+        ws_per_message_deflate=False,
         # An abandoned Engine.IO long-poll holds its request open for up to the ping
         # timeout; do not let it hold a shutdown for that long. Clients resume anyway.
         timeout_graceful_shutdown=args.graceful_timeout,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.migrations.executor import MigrationExecutor
 
 MODEL_MODULES = ["models.channel", "models.event", "models.presence"]
@@ -132,6 +133,14 @@ async def open_database(database_url: str, *, pool_size: int = 10) -> None:
             "run `claims-realtime migrate` first"
         )
     log.info("database ready: %s", _redacted(database_url))
+
+
+def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
+    """`query`, written with `?` placeholders, in the connection's parameter style."""
+    if connection.capabilities.dialect == "sqlite":
+        return query
+    parts = query.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
 
 
 async def database_reachable(timeout: float = 2.0) -> bool:

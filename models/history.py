@@ -3,14 +3,16 @@ channel's delivery positions and status."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise import connections
-from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from models.channel import Channel
 from models.clock import utcnow
+from models.db import sql_for
 from models.event import ChannelEvent, ClaimEvent
 
 
@@ -66,18 +68,28 @@ async def heads(channel_ids: list[str]) -> dict[str, tuple[int, datetime | None]
     return {str(cid): (int(head), closed_at) for cid, head, closed_at in rows}
 
 
-async def save_positions(channel_id: str, *, delivered: int | None, confirmed: int | None) -> None:
-    """Move the channel's delivered/confirmed sequences forward (never back)."""
-    if delivered is not None:
-        await Channel.filter(
-            Q(id=channel_id)
-            & (Q(delivered_sequence__isnull=True) | Q(delivered_sequence__lt=delivered))
-        ).update(delivered_sequence=delivered)
-    if confirmed is not None:
-        await Channel.filter(
-            Q(id=channel_id)
-            & (Q(confirmed_sequence__isnull=True) | Q(confirmed_sequence__lt=confirmed))
-        ).update(confirmed_sequence=confirmed)
+_ADVANCE_DELIVERED = (
+    "UPDATE channel SET delivered_sequence = ? WHERE id = ?"
+    " AND (delivered_sequence IS NULL OR delivered_sequence < ?)"
+)
+_ADVANCE_CONFIRMED = (
+    "UPDATE channel SET confirmed_sequence = ? WHERE id = ?"
+    " AND (confirmed_sequence IS NULL OR confirmed_sequence < ?)"
+)
+
+
+async def save_positions(positions: Mapping[str, tuple[int | None, int | None]]) -> None:
+    """Move channels' (delivered, confirmed) sequences forward, never back: two statements
+    for any number of channels."""
+    delivered = [[d, cid, d] for cid, (d, _) in positions.items() if d is not None]
+    confirmed = [[c, cid, c] for cid, (_, c) in positions.items() if c is not None]
+    if not delivered and not confirmed:
+        return
+    async with in_transaction() as connection:
+        if delivered:
+            await connection.execute_many(sql_for(connection, _ADVANCE_DELIVERED), delivered)
+        if confirmed:
+            await connection.execute_many(sql_for(connection, _ADVANCE_CONFIRMED), confirmed)
 
 
 async def prune(retention: Retention) -> int:

@@ -3,6 +3,7 @@ all in one transaction, committed before anyone is told it was accepted."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -10,17 +11,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models.channel import Channel, ChannelStatus, SubscriptionType
+from models.channel import SubscriptionType
 from models.clock import utcnow
 from models.credentials import new_event_id
+from models.db import sql_for
 from models.errors import EventIdConflict, InvalidInput
-from models.event import ChannelEvent, ClaimEvent
+from models.event import ClaimEvent
 
 _ATTEMPTS = 3
+# One row per (channel, event) and one head per channel per batch: executemany, not a
+# statement (and a model object) each.
+_INSERT_EVENT = (
+    "INSERT INTO claim_event (event_id, event_type, claim_id, organisation_id, user_id,"
+    " actor_id, occurred_at, recorded_at, data, fingerprint, channel_count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_PLACEMENT = (
+    "INSERT INTO channel_event (channel_id, sequence, event_id, recorded_at) VALUES (?, ?, ?, ?)"
+)
+_ADVANCE_HEAD = "UPDATE channel SET head_sequence = ?, last_event_at = ? WHERE id = ?"
 
 
 @dataclass(frozen=True)
@@ -89,14 +102,6 @@ def _new_event(
     )
 
 
-def _routes_to(channel: Channel, event: ClaimEvent) -> bool:
-    if event.event_type not in channel.event_types:
-        return False
-    if channel.subscription_type == SubscriptionType.ORGANISATION_CLAIMS:
-        return channel.organisation_id == event.organisation_id
-    return channel.user_id == event.user_id
-
-
 async def record_events(
     submitted: Sequence[Mapping[str, Any]], *, max_data_bytes: int, batch: bool
 ) -> list[Recorded]:
@@ -108,6 +113,7 @@ async def record_events(
     """
     now = utcnow()
     prefixes = [f"events.{i}." if batch else "" for i in range(len(submitted))]
+    given = [str(item["event_id"]) for item in submitted if item.get("event_id")]
     # Two processes recording the same new event_id at once: the second insert fails on
     # the primary key; trying again finds the first one's row, a duplicate.
     for attempt in range(_ATTEMPTS):
@@ -116,21 +122,22 @@ async def record_events(
             for item, prefix in zip(submitted, prefixes, strict=True)
         ]
         try:
-            return await _record(fresh, prefixes, now)
+            return await _record(fresh, given, prefixes, now)
         except IntegrityError:
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _record(fresh: list[ClaimEvent], prefixes: list[str], now: datetime) -> list[Recorded]:
-    async with in_transaction():
-        known = {
-            event.event_id: event
-            for event in await ClaimEvent.filter(event_id__in=[e.event_id for e in fresh])
-        }
+async def _record(
+    fresh: list[ClaimEvent], given: list[str], prefixes: list[str], now: datetime
+) -> list[Recorded]:
+    # Every await below is a round trip to the database (through aiosqlite's thread on
+    # SQLite) while the transaction holds the write lock: keep them few and fixed in number.
+    async with in_transaction() as connection:
         results: list[Recorded | None] = [None] * len(fresh)
         to_store: list[tuple[int, ClaimEvent]] = []
+        known = await _known_events(given)
         for i, event in enumerate(fresh):
             previous = known.get(event.event_id)
             if previous is not None:
@@ -141,55 +148,116 @@ async def _record(fresh: list[ClaimEvent], prefixes: list[str], now: datetime) -
             known[event.event_id] = event
             to_store.append((i, event))
 
-        channels = await _candidate_channels([event for _, event in to_store])
-        rows: list[ChannelEvent] = []
-        touched: dict[str, Channel] = {}
+        by_organisation, by_user = await _candidate_channels(
+            connection, [event for _, event in to_store]
+        )
+        rows: list[list[Any]] = []
+        touched: dict[str, _Route] = {}
         for i, event in to_store:
             placements = []
-            for channel in channels:
-                if _routes_to(channel, event):
-                    channel.head_sequence += 1
-                    touched[channel.id] = channel
-                    placements.append(Placement(channel.id, channel.head_sequence))
-                    rows.append(
-                        ChannelEvent(
-                            channel_id=channel.id,
-                            sequence=channel.head_sequence,
-                            event_id=event.event_id,
-                            recorded_at=now,
-                        )
-                    )
+            for route in (
+                *by_organisation.get(event.organisation_id, ()),
+                *by_user.get(event.user_id, ()),
+            ):
+                if event.event_type in route.event_types:
+                    route.head += 1
+                    touched[route.id] = route
+                    placements.append(Placement(route.id, route.head))
+                    rows.append([route.id, route.head, event.event_id, now])
             event.channel_count = len(placements)
             results[i] = Recorded(event=event, duplicate=False, placements=tuple(placements))
 
         if to_store:
-            await ClaimEvent.bulk_create([event for _, event in to_store])
+            events = [_event_row(event) for _, event in to_store]
+            await connection.execute_many(sql_for(connection, _INSERT_EVENT), events)
         if rows:
-            await ChannelEvent.bulk_create(rows)
-        for channel in touched.values():
-            await Channel.filter(id=channel.id).update(
-                head_sequence=channel.head_sequence, last_event_at=now
-            )
+            await connection.execute_many(sql_for(connection, _INSERT_PLACEMENT), rows)
+        if touched:
+            heads = [[route.head, now, route.id] for route in touched.values()]
+            await connection.execute_many(sql_for(connection, _ADVANCE_HEAD), heads)
     return [result for result in results if result is not None]
 
 
-async def _candidate_channels(events: Sequence[ClaimEvent]) -> list[Channel]:
-    """Open channels any of `events` may route to, locked against concurrent ingestion
-    (row locks on PostgreSQL; SQLite serialises writers anyway), in a fixed order."""
+async def _known_events(given: list[str]) -> dict[str, ClaimEvent]:
+    """Already recorded events among the publisher's event ids (ids the server assigns are
+    new by construction: nothing to look up for them)."""
+    if not given:
+        return {}
+    return {event.event_id: event for event in await ClaimEvent.filter(event_id__in=given)}
+
+
+def _event_row(event: ClaimEvent) -> list[Any]:
+    fields_map = ClaimEvent._meta.fields_map
+    return [
+        event.event_id,
+        event.event_type,
+        event.claim_id,
+        event.organisation_id,
+        event.user_id,
+        event.actor_id,
+        fields_map["occurred_at"].to_db_value(event.occurred_at, event),
+        fields_map["recorded_at"].to_db_value(event.recorded_at, event),
+        fields_map["data"].to_db_value(event.data, event),
+        event.fingerprint,
+        event.channel_count,
+    ]
+
+
+@dataclass(slots=True)
+class _Route:
+    """What routing needs of an open channel, and its head as this batch advances it."""
+
+    id: str
+    event_types: frozenset[str]
+    head: int
+
+
+_CANDIDATES = """
+    SELECT id, subscription_type, organisation_id, user_id, event_types, head_sequence
+    FROM channel
+    WHERE status <> 'closed' AND (
+        (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
+        OR (subscription_type = 'user_claims' AND user_id IN ({users})))
+    ORDER BY id
+"""
+
+
+@functools.lru_cache(maxsize=64)
+def _event_types(raw: str) -> frozenset[str]:
+    # Most channels share a handful of event_types lists: parse each one once.
+    return frozenset(json.loads(raw))
+
+
+async def _candidate_channels(
+    connection: BaseDBAsyncClient, events: Sequence[ClaimEvent]
+) -> tuple[dict[str, list[_Route]], dict[str, list[_Route]]]:
+    """Open channels any of `events` may route to, by organisation and by user.
+
+    Locked against concurrent ingestion (row locks, in id order, on PostgreSQL; SQLite
+    serialises writers anyway). One plain query: no model objects for a batch that may
+    touch thousands of channels.
+    """
+    by_organisation: dict[str, list[_Route]] = {}
+    by_user: dict[str, list[_Route]] = {}
     if not events:
-        return []
-    organisations = {event.organisation_id for event in events}
-    users = {event.user_id for event in events}
-    query = (
-        Channel.filter(
-            Q(
-                subscription_type=SubscriptionType.ORGANISATION_CLAIMS,
-                organisation_id__in=organisations,
-            )
-            | Q(subscription_type=SubscriptionType.USER_CLAIMS, user_id__in=users)
-        )
-        .exclude(status=ChannelStatus.CLOSED)
-        .order_by("id")
-        .select_for_update()
+        return by_organisation, by_user
+    organisations = sorted({event.organisation_id for event in events})
+    users = sorted({event.user_id for event in events})
+    query = _CANDIDATES.format(
+        organisations=", ".join("?" * len(organisations)), users=", ".join("?" * len(users))
     )
-    return list(await query)
+    if connection.capabilities.dialect != "sqlite":
+        query += " FOR UPDATE"
+    _, rows = await connection.execute_query(sql_for(connection, query), [*organisations, *users])
+    for row in rows:
+        types = row["event_types"]
+        route = _Route(
+            row["id"],
+            _event_types(types if isinstance(types, str) else json.dumps(types)),
+            int(row["head_sequence"]),
+        )
+        if row["subscription_type"] == SubscriptionType.ORGANISATION_CLAIMS:
+            by_organisation.setdefault(row["organisation_id"], []).append(route)
+        else:
+            by_user.setdefault(row["user_id"], []).append(route)
+    return by_organisation, by_user

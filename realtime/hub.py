@@ -31,10 +31,12 @@ from realtime.namespace import ChannelNamespace
 from realtime.protocol import (
     CHANNEL_CLOSED,
     RECOVERY,
+    PreparedEvent,
     Refusal,
     event_body,
     event_packet,
     message_packet,
+    prepare,
 )
 from realtime.server import ChannelSocketServer
 
@@ -132,11 +134,11 @@ class Hub:
         )
         per_channel: dict[str, list[tuple[int, str]]] = {}
         for outcome in recorded:
-            body: dict[str, Any] | None = None
+            prepared: PreparedEvent | None = None
             for placement in outcome.placements:
                 if self.fanout.has_subscribers(placement.channel_id):
-                    body = body or event_body(outcome.event)
-                    packet = event_packet(placement.channel_id, placement.sequence, body)
+                    prepared = prepared or prepare(event_body(outcome.event))
+                    packet = event_packet(placement.channel_id, placement.sequence, prepared)
                     per_channel.setdefault(placement.channel_id, []).append(
                         (placement.sequence, packet)
                     )
@@ -157,20 +159,20 @@ class Hub:
             # Sockets of a channel closed elsewhere are told and dropped here too.
             notice = closed_notice(channel_id, closed_at)
             asyncio.get_running_loop().create_task(self.fanout.close(channel_id, notice))
+        prepared: dict[int, PreparedEvent] = {}  # each event serialised once
         for channel_id, pairs in relayed.channels.items():
             if self.fanout.has_subscribers(channel_id):
-                self.fanout.deliver(
-                    channel_id,
-                    [
-                        (sequence, event_packet(channel_id, sequence, body))
-                        for sequence, body in pairs
-                    ],
-                )
+                entries = []
+                for sequence, index in pairs:
+                    if index not in prepared:
+                        prepared[index] = prepare(relayed.events[index])
+                    entries.append((sequence, event_packet(channel_id, sequence, prepared[index])))
+                self.fanout.deliver(channel_id, entries)
 
     async def _read_history(self, channel_id: str, after: int, limit: int) -> Entries:
         rows = await history.read_after(channel_id, after, limit, self.retention)
         return [
-            (row.sequence, event_packet(channel_id, row.sequence, event_body(row.event)))
+            (row.sequence, event_packet(channel_id, row.sequence, prepare(event_body(row.event))))
             for row in rows
         ]
 
@@ -264,12 +266,12 @@ class Hub:
     async def flush(self, channel_id: str | None = None) -> None:
         """Write pending delivered/confirmed positions back to the database."""
         taken = self.fanout.take_positions(channel_id)
-        for cid, (delivered, confirmed) in taken.items():
-            try:
-                await history.save_positions(cid, delivered=delivered, confirmed=confirmed)
-            except Exception:
+        try:
+            await history.save_positions(taken)
+        except Exception:
+            for cid, (delivered, confirmed) in taken.items():  # kept for the next flush
                 self.fanout.note_positions(cid, delivered=delivered, confirmed=confirmed)
-                raise
+            raise
 
     async def heartbeat(self) -> None:
         await presence.heartbeat(self.node_id)

@@ -7,7 +7,9 @@ of a channel, and lets the ack id of an event be its sequence (see realtime.serv
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from socketio import packet
@@ -52,10 +54,30 @@ def envelope(channel_id: str, sequence: int, body: dict[str, Any]) -> dict[str, 
     return {"channel_id": channel_id, "sequence": sequence, **body}
 
 
-def event_packet(channel_id: str, sequence: int, body: dict[str, Any]) -> str:
-    """`2/channels/<id>,<sequence>["<event_type>",{envelope}]`: the ack id is the sequence."""
-    return _encode(
-        channel_id, [body["event_type"], envelope(channel_id, sequence, body)], ack_id=sequence
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event body serialised once, to be stamped with each channel's id and sequence."""
+
+    event_type: str
+    #: The body's JSON without its opening brace: `"event_id":"…",…,"data":{…}}`.
+    tail: str
+
+
+def prepare(body: dict[str, Any]) -> PreparedEvent:
+    # Same serialisation as python-socketio's packet encoder (compact, ASCII-escaped).
+    return PreparedEvent(body["event_type"], json.dumps(body, separators=(",", ":"))[1:])
+
+
+def event_packet(channel_id: str, sequence: int, event: PreparedEvent) -> str:
+    """`2/channels/<id>,<sequence>["<event_type>",{envelope}]`: the ack id is the sequence.
+
+    Built by concatenation, byte for byte what `packet.Packet(...).encode()` produces for the
+    same envelope (tests/unit/test_protocol.py checks it): channel ids (`chan_[a-z0-9]+`) and
+    event types (an enum) never need JSON escaping, so only the body is serialised, once.
+    """
+    return (
+        f'2{NAMESPACE_PREFIX}{channel_id},{sequence}["{event.event_type}",'
+        f'{{"channel_id":"{channel_id}","sequence":{sequence},{event.tail}]'
     )
 
 

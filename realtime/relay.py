@@ -23,10 +23,12 @@ from realtime.protocol import event_body
 
 @dataclass(frozen=True)
 class Relayed:
-    """A decoded batch: per channel, its new (sequence, event body) pairs in order."""
+    """A decoded batch: the event bodies, and per channel its new (sequence, index of the
+    body) pairs in order."""
 
     node: str
-    channels: dict[str, list[tuple[int, dict[str, Any]]]]
+    events: list[dict[str, Any]]
+    channels: dict[str, list[tuple[int, int]]]
     closed: dict[str, datetime]
 
 
@@ -53,11 +55,11 @@ def encode_closed(node: str, channel_id: str, closed_at: datetime) -> bytes:
 
 def decode(payload: bytes) -> Relayed:
     message = json.loads(payload)
-    events = message.get("events", [])
     return Relayed(
         node=message["node"],
+        events=message.get("events", []),
         channels={
-            channel_id: [(int(sequence), events[index]) for sequence, index in pairs]
+            channel_id: [(int(sequence), int(index)) for sequence, index in pairs]
             for channel_id, pairs in message.get("channels", {}).items()
         },
         closed={

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import socketio
 
 from realtime.protocol import channel_id_of
+
+#: A Socket.IO ACK packet on a channel namespace: `3/channels/<id>,<ack id>[<args>]`.
+_CHANNEL_ACK = re.compile(r"3/channels/(chan_[a-z0-9]{1,64}),(\d{1,18})\[")
 
 
 class ChannelSocketServer(socketio.AsyncServer):
@@ -20,6 +24,21 @@ class ChannelSocketServer(socketio.AsyncServer):
 
     #: Called as (sid, channel_id, sequence) for an ack on a channel namespace.
     on_sequence_ack: Callable[[str, str, int], None] | None = None
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        # Every delivered event comes back as an ACK: parsing those with python-socketio's
+        # general packet decoder (and json.loads of their arguments, which we ignore) cost
+        # more than sending the event. Recognise them directly; anything else goes the
+        # usual way.
+        if isinstance(data, str) and eio_sid not in self._binary_packet:
+            match = _CHANNEL_ACK.match(data)
+            if match is not None and self.on_sequence_ack is not None:
+                channel_id, sequence = match.group(1), int(match.group(2))
+                sid = self.manager.sid_from_eio_sid(eio_sid, "/channels/" + channel_id)
+                if sid is not None:
+                    self.on_sequence_ack(sid, channel_id, sequence)
+                return
+        await super()._handle_eio_message(eio_sid, data)
 
     async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
         namespace = namespace or "/"

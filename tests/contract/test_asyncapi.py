@@ -16,7 +16,14 @@ from socketio import packet
 
 from models.channel import ALL_EVENT_TYPES
 from models.event import ClaimEvent
-from realtime.protocol import channel_id_of, envelope, event_body, event_packet, namespace_of
+from realtime.protocol import (
+    channel_id_of,
+    envelope,
+    event_body,
+    event_packet,
+    namespace_of,
+    prepare,
+)
 from tests.asyncapi import (
     FORMAT_CHECKER,
     component_schema,
@@ -360,9 +367,8 @@ def test_encoded_envelopes_validate(event_type: str) -> None:
 
 @pytest.mark.parametrize("event_type", ALL_EVENT_TYPES)
 def test_encoded_packets_carry_the_documented_name_payload_and_ack_id(event_type: str) -> None:
-    encoded = event_packet(
-        "chan_b5c6d7e8", 42, event_body(claim_event(event_type, actor_id="usr_coord99"))
-    )
+    body = event_body(claim_event(event_type, actor_id="usr_coord99"))
+    encoded = event_packet("chan_b5c6d7e8", 42, prepare(body))
     decoded = packet.Packet(encoded_packet=encoded)
     assert decoded.packet_type == packet.EVENT
     assert decoded.namespace == "/channels/chan_b5c6d7e8"

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import socketio
 
 from models.db import migrate
 from realtime.client import ChannelClient, Recovery
@@ -245,14 +246,21 @@ async def test_disconnected_only_when_no_process_holds_a_socket(pair):
 async def test_a_crashed_process_does_not_keep_its_channels_connected(pair):
     a, b = pair
     channel = await a.subscribe("user", user_id=unique("usr"))
-    client = on(b, channel)
-    await client.connect()
+    # A plain client that does not try to reconnect to the process about to die.
+    sio = socketio.AsyncClient(reconnection=False)
+    namespace = "/channels/" + channel["channel_id"]
+    await sio.connect(
+        b.base_url,
+        namespaces=[namespace],
+        auth={"token": channel["channel_token"]},
+        transports=["websocket"],
+    )
     await eventually(a, channel["channel_id"], "connected")
     b.stop(kill=True)  # no goodbye: its presence rows stay until a reaps them
     try:
         await eventually(a, channel["channel_id"], "disconnected")
     finally:
-        await client.close()
+        await sio.disconnect()
 
 
 async def test_delete_on_one_process_closes_the_sockets_on_the_other(pair):

@@ -71,8 +71,8 @@ async def test_prune_removes_only_what_retention_no_longer_keeps() -> None:
 
 async def test_positions_only_move_forward() -> None:
     channel = await channel_with_events(5)
-    await history.save_positions(channel.id, delivered=4, confirmed=2)
-    await history.save_positions(channel.id, delivered=3, confirmed=1)
+    await history.save_positions({channel.id: (4, 2)})
+    await history.save_positions({channel.id: (3, 1)})
     await channel.refresh_from_db()
     assert (channel.delivered_sequence, channel.confirmed_sequence) == (4, 2)
     assert channel.resume_sequence == 2  # a confirmation beats a mere write
@@ -81,6 +81,6 @@ async def test_positions_only_move_forward() -> None:
 async def test_resume_point_falls_back_to_delivered_then_zero() -> None:
     channel = await channel_with_events(2)
     assert channel.resume_sequence == 0
-    await history.save_positions(channel.id, delivered=1, confirmed=None)
+    await history.save_positions({channel.id: (1, None)})
     await channel.refresh_from_db()
     assert channel.resume_sequence == 1

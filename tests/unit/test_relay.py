@@ -42,10 +42,8 @@ def test_a_batch_round_trips_with_each_body_sent_once() -> None:
 
     decoded = relay.decode(payload)
     assert decoded.node == "node_x" and decoded.closed == {}
-    assert decoded.channels == {
-        "chan_a": [(7, event_body(batch[0].event)), (8, event_body(batch[2].event))],
-        "chan_b": [(1, event_body(batch[0].event))],
-    }
+    assert decoded.events == [event_body(batch[0].event), event_body(batch[2].event)]
+    assert decoded.channels == {"chan_a": [(7, 0), (8, 1)], "chan_b": [(1, 0)]}
 
 
 def test_nothing_placed_means_nothing_to_send() -> None:

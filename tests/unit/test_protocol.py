@@ -1,0 +1,52 @@
+"""Our event packets are exactly python-socketio's encoding of the same envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from socketio import packet
+
+from realtime.protocol import envelope, event_packet, namespace_of, prepare
+
+BODIES: list[dict[str, Any]] = [
+    {
+        "event_id": "evt_1",
+        "event_type": "status_changed",
+        "claim_id": "clm_1",
+        "organisation_id": "org_1",
+        "user_id": "usr_1",
+        "actor_id": None,
+        "occurred_at": "2026-03-26T08:00:00.000Z",
+        "data": {},
+    },
+    {
+        "event_id": "e:2",
+        "event_type": "comment_added",
+        "claim_id": "c.2",
+        "organisation_id": "o-2",
+        "user_id": "u_2",
+        "actor_id": "usr_coord99",
+        "occurred_at": "2026-03-26T08:00:00.123Z",
+        "data": {
+            "text": 'quotes " and \\\\ backslashes, é, 😀, NUL \\x00, lone \\udb65',
+            "n": [1, 2.5, -3e-7, None, True],
+            "nested": {"": {"a": []}},
+        },
+    },
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("sequence", [1, 42, 9_007_199_254_740_991])
+def test_event_packet_is_byte_for_byte_python_socketios_encoding(
+    body: dict[str, Any], sequence: int
+) -> None:
+    channel_id = "chan_b5c6d7e8"
+    expected = packet.Packet(
+        packet.EVENT,
+        data=[body["event_type"], envelope(channel_id, sequence, body)],
+        namespace=namespace_of(channel_id),
+        id=sequence,
+    ).encode()
+    assert event_packet(channel_id, sequence, prepare(body)) == expected
