@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -141,6 +142,55 @@ def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
         return query
     parts = query.split("?")
     return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+
+
+# Bulk writes as a few large statements rather than executemany: sqlite3's executemany
+# takes the GIL back for every row, and under load each handoff from the busy event loop
+# thread waits out the interpreter's switch interval (measured: 2,000 placements took up to
+# 175 ms). One statement binds its parameters, then runs without the GIL.
+_ROWS_PER_STATEMENT = 400  # x <= 11 columns: within SQLite's and PostgreSQL's parameter limits
+
+
+async def insert_rows(
+    connection: BaseDBAsyncClient, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT many rows, a few hundred per statement."""
+    row_sql = "(" + ", ".join("?" * len(columns)) + ")"
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(
+            [row_sql] * len(chunk)
+        )
+        await connection.execute_query(
+            sql_for(connection, query), [value for row in chunk for value in row]
+        )
+
+
+async def update_by_id(
+    connection: BaseDBAsyncClient,
+    table: str,
+    column: str,
+    values: Mapping[str, int],
+    *,
+    forward_only: bool = False,
+    also: Mapping[str, Any] | None = None,
+) -> None:
+    """Set an integer `column` per row id in one statement per few hundred rows; with
+    `forward_only`, never lower it (NULL counts as lower than anything)."""
+    items = list(values.items())
+    greatest = "max" if connection.capabilities.dialect == "sqlite" else "GREATEST"
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        chunk = items[start : start + _ROWS_PER_STATEMENT]
+        case = "CASE id " + " ".join(["WHEN ? THEN CAST(? AS BIGINT)"] * len(chunk)) + " END"
+        new = f"{greatest}(COALESCE({column}, 0), {case})" if forward_only else case
+        assignments = [f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))]
+        query = (
+            f"UPDATE {table} SET {', '.join(assignments)} "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})"
+        )
+        parameters = [value for pair in chunk for value in pair]
+        parameters += list((also or {}).values()) + [row_id for row_id, _ in chunk]
+        await connection.execute_query(sql_for(connection, query), parameters)
 
 
 async def database_reachable(timeout: float = 2.0) -> bool:

@@ -12,7 +12,7 @@ from tortoise.transactions import in_transaction
 
 from models.channel import Channel
 from models.clock import utcnow
-from models.db import sql_for
+from models.db import update_by_id
 from models.event import ChannelEvent, ClaimEvent
 
 
@@ -68,28 +68,18 @@ async def heads(channel_ids: list[str]) -> dict[str, tuple[int, datetime | None]
     return {str(cid): (int(head), closed_at) for cid, head, closed_at in rows}
 
 
-_ADVANCE_DELIVERED = (
-    "UPDATE channel SET delivered_sequence = ? WHERE id = ?"
-    " AND (delivered_sequence IS NULL OR delivered_sequence < ?)"
-)
-_ADVANCE_CONFIRMED = (
-    "UPDATE channel SET confirmed_sequence = ? WHERE id = ?"
-    " AND (confirmed_sequence IS NULL OR confirmed_sequence < ?)"
-)
-
-
 async def save_positions(positions: Mapping[str, tuple[int | None, int | None]]) -> None:
-    """Move channels' (delivered, confirmed) sequences forward, never back: two statements
-    for any number of channels."""
-    delivered = [[d, cid, d] for cid, (d, _) in positions.items() if d is not None]
-    confirmed = [[c, cid, c] for cid, (_, c) in positions.items() if c is not None]
+    """Move channels' (delivered, confirmed) sequences forward, never back."""
+    delivered = {cid: d for cid, (d, _) in positions.items() if d is not None}
+    confirmed = {cid: c for cid, (_, c) in positions.items() if c is not None}
     if not delivered and not confirmed:
         return
     async with in_transaction() as connection:
-        if delivered:
-            await connection.execute_many(sql_for(connection, _ADVANCE_DELIVERED), delivered)
-        if confirmed:
-            await connection.execute_many(sql_for(connection, _ADVANCE_CONFIRMED), confirmed)
+        for column, values in (
+            ("delivered_sequence", delivered),
+            ("confirmed_sequence", confirmed),
+        ):
+            await update_by_id(connection, "channel", column, values, forward_only=True)
 
 
 async def prune(retention: Retention) -> int:

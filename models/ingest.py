@@ -18,22 +18,25 @@ from tortoise.transactions import in_transaction
 from models.channel import SubscriptionType
 from models.clock import utcnow
 from models.credentials import new_event_id
-from models.db import sql_for
+from models.db import insert_rows, sql_for, update_by_id
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ClaimEvent
 
 _ATTEMPTS = 3
-# One row per (channel, event) and one head per channel per batch: executemany, not a
-# statement (and a model object) each.
-_INSERT_EVENT = (
-    "INSERT INTO claim_event (event_id, event_type, claim_id, organisation_id, user_id,"
-    " actor_id, occurred_at, recorded_at, data, fingerprint, channel_count)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_EVENT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "claim_id",
+    "organisation_id",
+    "user_id",
+    "actor_id",
+    "occurred_at",
+    "recorded_at",
+    "data",
+    "fingerprint",
+    "channel_count",
 )
-_INSERT_PLACEMENT = (
-    "INSERT INTO channel_event (channel_id, sequence, event_id, recorded_at) VALUES (?, ?, ?, ?)"
-)
-_ADVANCE_HEAD = "UPDATE channel SET head_sequence = ?, last_event_at = ? WHERE id = ?"
+_PLACEMENT_COLUMNS = ("channel_id", "sequence", "event_id", "recorded_at")
 
 
 @dataclass(frozen=True)
@@ -167,14 +170,13 @@ async def _record(
             event.channel_count = len(placements)
             results[i] = Recorded(event=event, duplicate=False, placements=tuple(placements))
 
-        if to_store:
-            events = [_event_row(event) for _, event in to_store]
-            await connection.execute_many(sql_for(connection, _INSERT_EVENT), events)
-        if rows:
-            await connection.execute_many(sql_for(connection, _INSERT_PLACEMENT), rows)
-        if touched:
-            heads = [[route.head, now, route.id] for route in touched.values()]
-            await connection.execute_many(sql_for(connection, _ADVANCE_HEAD), heads)
+        events = [_event_row(event) for _, event in to_store]
+        await insert_rows(connection, "claim_event", _EVENT_COLUMNS, events)
+        await insert_rows(connection, "channel_event", _PLACEMENT_COLUMNS, rows)
+        heads = {route.id: route.head for route in touched.values()}
+        await update_by_id(
+            connection, "channel", "head_sequence", heads, also={"last_event_at": now}
+        )
     return [result for result in results if result is not None]
 
 

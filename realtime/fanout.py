@@ -232,7 +232,9 @@ class Fanout:
     def note_positions(
         self, channel_id: str, *, delivered: int | None = None, confirmed: int | None = None
     ) -> None:
-        positions = self._pending.setdefault(channel_id, _Positions())
+        positions = self._pending.get(channel_id)
+        if positions is None:
+            positions = self._pending[channel_id] = _Positions()
         if delivered is not None and delivered > 0:
             positions.delivered = max(positions.delivered or 0, delivered)
         if confirmed is not None:
