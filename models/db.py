@@ -144,20 +144,22 @@ def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
     return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
 
 
-# Bulk writes as a few large statements rather than executemany: sqlite3's executemany
+# Bulk writes as few, large statements rather than executemany: sqlite3's executemany
 # takes the GIL back for every row, and under load each handoff from the busy event loop
 # thread waits out the interpreter's switch interval (measured: 2,000 placements took up to
 # 175 ms). One statement binds its parameters, then runs without the GIL.
-_ROWS_PER_STATEMENT = 400  # x <= 11 columns: within SQLite's and PostgreSQL's parameter limits
+#: Bound parameters per statement: SQLite allows 32,766, PostgreSQL 32,767.
+_PARAMETERS_PER_STATEMENT = 30_000
 
 
 async def insert_rows(
     connection: BaseDBAsyncClient, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """INSERT many rows, a few hundred per statement."""
+    """INSERT many rows in as few statements as the parameter limit allows."""
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+    per_statement = _PARAMETERS_PER_STATEMENT // len(columns)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
         query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(
             [row_sql] * len(chunk)
         )
@@ -179,8 +181,9 @@ async def update_by_id(
     `forward_only`, never lower it (NULL counts as lower than anything)."""
     items = list(values.items())
     greatest = "max" if connection.capabilities.dialect == "sqlite" else "GREATEST"
-    for start in range(0, len(items), _ROWS_PER_STATEMENT):
-        chunk = items[start : start + _ROWS_PER_STATEMENT]
+    per_statement = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 3  # when, then, in
+    for start in range(0, len(items), per_statement):
+        chunk = items[start : start + per_statement]
         case = "CASE id " + " ".join(["WHEN ? THEN CAST(? AS BIGINT)"] * len(chunk)) + " END"
         new = f"{greatest}(COALESCE({column}, 0), {case})" if forward_only else case
         assignments = [f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))]

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import socketio
 
 from realtime.protocol import CHANNEL_CLOSED, RECOVERY
@@ -88,11 +89,16 @@ class ChannelClient:
         self.transports = transports
         self.recoveries: list[Recovery] = []
         self._messages: asyncio.Queue[dict[str, Any] | Recovery | BaseException] = asyncio.Queue()
+        # One HTTP session for the client's lifetime, owned here rather than by python-engineio:
+        # engineio closes its own session when a transport drops, and a reconnection attempt
+        # starting meanwhile creates a new one that engineio then forgets, unclosed.
+        self._http: aiohttp.ClientSession | None = None
         self._sio = socketio.AsyncClient(
             reconnection=True,
             reconnection_delay=reconnection_delay,
             reconnection_delay_max=5,
-            randomization_factor=0.2,
+            # python-socketio adds this many seconds, +/-, to each delay: keep it under the delay.
+            randomization_factor=reconnection_delay / 2,
         )
         self._sio.on("*", self._on_event, namespace=self.namespace)
         self._sio.on(RECOVERY, self._on_recovery, namespace=self.namespace)
@@ -107,6 +113,10 @@ class ChannelClient:
         return auth
 
     async def connect(self) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+            self._sio.eio.http = self._http
+            self._sio.eio.external_http = True
         try:
             await self._sio.connect(
                 self.url,
@@ -115,16 +125,29 @@ class ChannelClient:
                 transports=self.transports,
                 wait_timeout=10,
             )
-        except socketio.exceptions.ConnectionError as exc:
+        except BaseException as exc:
+            # Not connected, and a failed first connect is not retried: nothing needs the session.
+            await self._http.close()
+            self._http = None
+            if not isinstance(exc, socketio.exceptions.ConnectionError):
+                raise
             failure = self._messages.get_nowait() if not self._messages.empty() else exc
             raise (failure if isinstance(failure, BaseException) else exc) from None
 
     async def close(self) -> None:
         try:
-            # On the polling transport python-engineio's clean disconnect waits for the
-            # pending long-poll to end (up to the 25 s ping interval). The goodbye packets
-            # are sent first, so after a moment it is safe to stop waiting.
-            await asyncio.wait_for(self._sio.disconnect(), timeout=1)
+            await self._stop()
+        finally:
+            if self._http is not None:
+                await self._http.close()
+
+    async def _stop(self) -> None:
+        try:
+            # shutdown() also stops a reconnection in progress. On the polling transport
+            # python-engineio's clean disconnect waits for the pending long-poll to end (up to
+            # the 25 s ping interval). The goodbye packets are sent first, so after a moment it
+            # is safe to stop waiting.
+            await asyncio.wait_for(self._sio.shutdown(), timeout=1)
         except TimeoutError:
             eio = self._sio.eio
             # Let the writer send the queued goodbye and stop first: a write after the
