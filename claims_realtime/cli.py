@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
             "DATABASE_URL (one database for all of them); see README, Running several processes"
         )
     uvicorn.run(
-        "claims_realtime.app:create_app",
+        "claims_realtime.app:create_server_app",
         factory=True,
         host=args.host,
         port=args.port,
