@@ -8,10 +8,12 @@ from typing import Any
 
 import socketio
 
+from realtime.engine import LeanEngineServer
 from realtime.protocol import channel_id_of
 
-#: A Socket.IO ACK packet on a channel namespace: `3/channels/<id>,<ack id>[<args>]`.
-_CHANNEL_ACK = re.compile(r"3/channels/(chan_[a-z0-9]{1,64}),(\d{1,18})\[")
+#: An Engine.IO MESSAGE frame carrying a Socket.IO ACK on a channel namespace:
+#: `43/channels/<id>,<ack id>[<args>]`.
+_CHANNEL_ACK = re.compile(r"43/channels/(chan_[a-z0-9]{1,64}),(\d{1,18})\[")
 
 
 class ChannelSocketServer(socketio.AsyncServer):
@@ -25,20 +27,30 @@ class ChannelSocketServer(socketio.AsyncServer):
     #: Called as (sid, channel_id, sequence) for an ack on a channel namespace.
     on_sequence_ack: Callable[[str, str, int], None] | None = None
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        # Every delivered event comes back as an ACK: parsing those with python-socketio's
-        # general packet decoder (and json.loads of their arguments, which we ignore) cost
-        # more than sending the event. Recognise them directly; anything else goes the
-        # usual way.
-        if isinstance(data, str) and eio_sid not in self._binary_packet:
-            match = _CHANNEL_ACK.match(data)
-            if match is not None and self.on_sequence_ack is not None:
-                channel_id, sequence = match.group(1), int(match.group(2))
-                sid = self.manager.sid_from_eio_sid(eio_sid, "/channels/" + channel_id)
-                if sid is not None:
-                    self.on_sequence_ack(sid, channel_id, sequence)
-                return
-        await super()._handle_eio_message(eio_sid, data)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eio.frame_hook = self._channel_ack_frame
+
+    def _engineio_server_class(self) -> type[LeanEngineServer]:
+        return LeanEngineServer
+
+    def _channel_ack_frame(self, socket: Any, frame: str) -> bool:
+        """Take a websocket frame that acks a channel event, straight from the transport.
+
+        Every delivered event comes back as an ACK: python-socketio would start a task for
+        it and parse it with its general decoder (json.loads of arguments we ignore), which
+        cost more than sending the event. Anything else is left to python-socketio.
+        """
+        if self.on_sequence_ack is None or not frame.startswith("43/channels/"):
+            return False
+        match = _CHANNEL_ACK.match(frame)
+        if match is None or socket.sid in self._binary_packet:
+            return False
+        channel_id, sequence = match.group(1), int(match.group(2))
+        sid = self.manager.sid_from_eio_sid(socket.sid, "/channels/" + channel_id)
+        if sid is not None:
+            self.on_sequence_ack(sid, channel_id, sequence)
+        return True
 
     async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
         namespace = namespace or "/"

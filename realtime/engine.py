@@ -1,0 +1,181 @@
+"""A leaner Engine.IO websocket transport for python-engineio's ASGI server.
+
+python-engineio's own websocket handler pays, for every frame in either direction, a task and
+a timer (`asyncio.ensure_future` + `asyncio.wait_for`), and python-socketio then starts one more
+task per incoming message. Every event we deliver comes back as an ack frame, so under load
+that bookkeeping cost more than the delivery itself (py-spy, 1,000 sockets). This transport
+keeps the Engine.IO protocol byte for byte (the same packets, upgrade handshake, ping/pong and
+close) and only changes how the frames are waited for:
+
+- the writer drains the socket's queue directly (a plain `await queue.get()` when empty);
+- the reader awaits frames under one deadline per connection, moved forward at most once a
+  second, instead of a fresh timer per frame;
+- a channel ack (`43/channels/<id>,<ack id>[...]`) is handed to the server's hook right there,
+  without a task; everything else takes python-engineio's usual path (`socket.receive`).
+
+Polling is untouched: it is python-engineio's code throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import engineio
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as asgi_driver
+
+log = logging.getLogger(__name__)
+
+#: Called with (engine.io socket, frame text); True when it consumed the frame.
+FrameHook = Callable[[Any, str], bool]
+
+#: How often the reader's deadline is moved forward (seconds): precision is not needed
+#: against a deadline of ping interval + ping timeout (45 s by default).
+_DEADLINE_STEP = 5.0
+
+
+class LeanWebSocket(asgi_driver.WebSocket):
+    """The ASGI websocket wrapper python-engineio builds per upgrade, running our handler.
+
+    python-engineio constructs it as `WebSocket(socket._websocket_handler, server)`; the
+    bound method tells us the Engine.IO socket the connection belongs to.
+    """
+
+    def __init__(self, handler: Callable[[Any], Awaitable[None]], server: Any) -> None:
+        super().__init__(handler, server)
+        self.server = server
+        self.socket = getattr(handler, "__self__", None)
+
+    async def __call__(self, environ: dict[str, Any]) -> str:
+        if self.socket is None:  # not a socket's handler: nothing to speed up
+            result: str = await super().__call__(environ)
+            return result
+        self.asgi_receive = environ["asgi.receive"]
+        self.asgi_send = environ["asgi.send"]
+        await self.asgi_send({"type": "websocket.accept"})
+        await _serve(self.socket, self, self.server)
+        return ""
+
+
+class LeanEngineServer(engineio.AsyncServer):
+    """python-engineio's server with `LeanWebSocket` as its websocket transport."""
+
+    #: Set by the Socket.IO server: gets the first look at every text frame.
+    frame_hook: FrameHook | None = None
+    #: python-engineio's table of async driver pieces (set in its __init__).
+    _async: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._async.get("websocket") is asgi_driver.WebSocket:
+            # A copy: the driver's table is shared by every server in the process.
+            self._async = {**self._async, "websocket": LeanWebSocket}
+
+
+async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
+    """python-engineio's `AsyncSocket._websocket_handler`, with the waiting done leanly."""
+    if socket.connected:
+        # An upgrade from polling: the probe handshake, exactly as python-engineio does it.
+        socket.upgrading = True
+        if not await _upgrade(socket, ws, server):
+            socket.upgrading = False
+            return
+        socket.upgraded = True
+        socket.upgrading = False
+    else:
+        socket.connected = True
+        socket.upgraded = True
+
+    writer = asyncio.ensure_future(_write(socket, ws))
+    try:
+        with contextlib.suppress(TimeoutError):  # the peer stopped talking
+            await _read(socket, ws, server)
+    finally:
+        await socket.queue.put(None)  # unlock the writer so it can exit
+        with contextlib.suppress(Exception):
+            await writer
+        await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+async def _upgrade(socket: Any, ws: LeanWebSocket, server: Any) -> bool:
+    try:
+        probe = await _frame(ws, server)
+    except OSError:
+        return False
+    decoded = eio_packet.Packet(encoded_packet=probe)
+    if decoded.packet_type != eio_packet.PING or decoded.data != "probe":
+        server.logger.info("%s: Failed websocket upgrade, no PING packet", socket.sid)
+        return False
+    await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+    await socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end the pending poll
+    try:
+        upgrade = await _frame(ws, server)
+    except OSError:
+        return False
+    if eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
+        socket.upgraded = False
+        server.logger.info("%s: Failed websocket upgrade, expected UPGRADE", socket.sid)
+        return False
+    return True
+
+
+async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
+    data: str | bytes = await ws.wait()
+    if data and len(data) > server.max_http_buffer_size:
+        raise ValueError("packet is too large")
+    return data
+
+
+async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
+    loop = asyncio.get_running_loop()
+    silence = server.ping_interval + server.ping_timeout
+    hook = getattr(server, "frame_hook", None)
+    async with asyncio.timeout(loop.time() + silence) as deadline:
+        moved = loop.time()
+        while True:
+            try:
+                data = await _frame(ws, server)
+            except Exception:  # the connection went away, or sent too much
+                return
+            now = loop.time()
+            if now - moved >= _DEADLINE_STEP:
+                deadline.reschedule(now + silence)
+                moved = now
+            if hook is not None and isinstance(data, str) and hook(socket, data):
+                continue
+            try:
+                await socket.receive(eio_packet.Packet(encoded_packet=data))
+            except eio_exceptions.UnknownPacketError:
+                pass
+            except eio_exceptions.SocketIsClosedError:
+                server.logger.info("Receive error -- socket is closed")
+                return
+            except Exception:
+                server.logger.exception("Unknown receive error")
+
+
+async def _write(socket: Any, ws: LeanWebSocket) -> None:
+    queue: asyncio.Queue[Any] = socket.queue
+    send = ws.asgi_send
+    try:
+        while True:
+            try:
+                pkt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                pkt = await queue.get()
+            queue.task_done()
+            if pkt is None:
+                break
+            encoded = pkt.encode()
+            if isinstance(encoded, bytes):
+                await send({"type": "websocket.send", "bytes": encoded, "text": None})
+            else:
+                await send({"type": "websocket.send", "bytes": None, "text": encoded})
+    except Exception:  # the connection is gone: the reader ends too
+        log.debug("websocket writer stopped", exc_info=True)
+    await ws.close()
