@@ -13,7 +13,7 @@ include .env
 export
 endif
 
-.PHONY: run test lint typecheck check-contract clean
+.PHONY: run test lint typecheck check-contract bench clean
 
 # (Re)install whenever the project's dependency list changes.
 $(STAMP): pyproject.toml
@@ -38,6 +38,10 @@ test: $(STAMP) node_modules/.installed lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The fan-out benchmark (README, Benchmark); e.g. make bench BENCH_ARGS="--mode all".
+bench: $(STAMP) node_modules/.installed
+	$(BIN)/claims-realtime bench $(BENCH_ARGS)
 
 check-contract: $(STAMP)
 	$(BIN)/python -m tools.check_contract

@@ -122,6 +122,17 @@ def _tail(args: argparse.Namespace) -> int:
         return 130
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from tools.bench.cli import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def _bench_argv(argv: Sequence[str]) -> list[str] | None:
+    """`bench ...`: its arguments, all of them (even --help) for tools.bench to parse."""
+    return list(argv[1:]) if argv[:1] == ["bench"] else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claims-realtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -178,10 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume after this sequence (default: the server's resume point)",
     )
     tail.set_defaults(run=_tail)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure fan-out against a bare python-socketio server (tools.bench; --help there)",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if (bench_args := _bench_argv(argv)) is not None:
+        return _bench(argparse.Namespace(bench_args=bench_args))
     args = build_parser().parse_args(argv)
     return int(args.run(args))
 

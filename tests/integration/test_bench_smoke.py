@@ -1,0 +1,118 @@
+"""The benchmark itself works end to end: `python -m tools.bench --smoke` against both servers.
+
+No timing assertions: timing targets live in the benchmark's own output, not in the tests. What
+is checked is that every measurement ran and that the load generator saw a correct stream
+(nothing lost, nothing duplicated, the replay complete and in order).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import services
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 180  # seconds; the smoke run itself takes well under a minute
+
+
+def require_node() -> None:
+    """Node and socket.io-client are required, not optional: fail (never skip) without them."""
+    if shutil.which("node") is None:
+        pytest.fail("`node` is not on PATH: install Node.js 20, then run `make test`")
+    if not (ROOT / "node_modules" / "socket.io-client" / "package.json").is_file():
+        pytest.fail("node_modules/socket.io-client is missing: run `make test` (it runs `npm ci`)")
+
+
+@pytest.fixture(scope="module")
+def database(request: pytest.FixtureRequest) -> str:
+    """Where our server keeps its data: SQLite, or under `pytest --database=postgres` scratch
+    databases the bench creates on the tests' PostgreSQL server."""
+    if request.config.getoption("--database") == "postgres":
+        services.require_postgres()
+        return "postgresql"
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, database: str) -> dict[str, Any]:
+    require_node()
+    output = tmp_path_factory.mktemp("bench") / "r.json"
+    command = [sys.executable, "-m", "tools.bench", "--smoke", "--output", str(output)]
+    if database == "postgresql":
+        command += ["--database-url", services.POSTGRES_ADMIN_URL]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the smoke benchmark did not finish in {TIMEOUT}s:\n{exc.stderr!r}")
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Summary" in done.stdout, done.stdout
+    return dict(json.loads(Path(output).read_text()))
+
+
+def test_describes_the_run(results: dict[str, Any]) -> None:
+    machine = results["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["python"] and machine["node"].startswith("v")
+    assert "--smoke" in results["command_line"]
+    assert results["errors"] == []
+
+
+def test_sweep_measures_both_servers_without_loss(results: dict[str, Any]) -> None:
+    runs = results["sweep"]
+    assert {run["server"] for run in runs} == {"ours", "baseline"}
+    assert {run["workload"] for run in runs} == {"org", "user"}
+    for run in runs:
+        where = f"{run['server']}/{run['workload']}"
+        assert run["attached"]["attached"] == run["channels"], where
+        assert run["steps"], where
+        for step in run["steps"]:
+            assert step["lost"] == 0, (where, step)
+            assert step["duplicated"] == 0, (where, step)
+            assert step["deliveries"] > 0, (where, step)
+            assert step["p99_ms"] is not None, (where, step)
+
+
+def test_replay_receives_every_event_in_order(results: dict[str, Any]) -> None:
+    replay = results["replay"]
+    assert replay["server"] == "ours"
+    assert replay["in_order"], replay
+    assert replay["received"] == replay["events"] == replay["highest_sequence"]
+    assert replay["lost"] == 0 and replay["duplicated"] == 0
+    assert replay["recovery"]["replayed"] == replay["events"]
+
+
+def test_storm_attaches_every_client(results: dict[str, Any]) -> None:
+    storms = results["storm"]
+    assert {storm["server"] for storm in storms} == {"ours", "baseline"}
+    for storm in storms:
+        assert storm["all_attached"], storm
+        assert storm["attached"] == storm["clients"] > 0
+        assert storm["failed"] == 0
+
+
+def test_ingest_accepts_events(results: dict[str, Any], database: str) -> None:
+    ours = next(item for item in results["ingest"] if item["server"] == "ours")
+    assert ours["database"] == database
+    assert ours["accepted_per_s"] > 0
+    assert ours["http_errors"] == 0, ours["error_samples"]
+
+
+def test_memory_per_connection_is_reported(results: dict[str, Any]) -> None:
+    servers = {m["server"] for m in results["memory"] if m["kb_per_connection"] is not None}
+    assert servers == {"ours", "baseline"}
+    assert any(row["name"].startswith("memory") for row in results["summary"])

@@ -1,0 +1,324 @@
+"""`python -m tools.bench`: deliveries/s, latency, per core and per connection, measured side
+by side against a bare python-socketio baseline, all on loopback.
+
+Modes: sweep (default), storm, replay, ingest, all; --smoke runs a tiny version of everything.
+Results: a table on stdout, every figure in a JSON file (--output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tools.bench import report
+from tools.bench.node import GeneratorError, node_executable, node_version
+from tools.bench.options import DEFAULT_RATES, Options
+from tools.bench.report import Progress
+from tools.bench.scenarios import run_ingest, run_replay, run_storm
+from tools.bench.servers import ROOT, BaselineServer, BenchServer, OurServer
+from tools.bench.sweep import run_sweep, workload
+
+MODES = ["sweep", "storm", "replay", "ingest"]
+#: What can go wrong in one measurement without invalidating the others.
+SCENARIO_ERRORS = (RuntimeError, GeneratorError, httpx.HTTPError, OSError, ValueError, KeyError)
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        return [kind(item.strip()) for item in text.split(",") if item.strip()]
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--mode",
+        choices=[*MODES, "all"],
+        default=None,
+        help="what to measure (default sweep; with --smoke: all)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny run of everything, well under a minute (the test suite's)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON results file (default bench-results/bench-<UTC time>.json)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=_csv(str),
+        default=None,
+        help="comma-separated: ours,baseline (default both)",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=_csv(str),
+        default=None,
+        help="comma-separated: org (fan-out to each organisation's channels), "
+        "user (one channel per event); default both",
+    )
+    parser.add_argument(
+        "--subscribers",
+        type=int,
+        default=None,
+        help="channels (= connections) per sweep workload (default 1000)",
+    )
+    parser.add_argument(
+        "--orgs", type=int, default=None, help="organisations of the org workload (default 10)"
+    )
+    parser.add_argument(
+        "--rates",
+        type=_csv(int),
+        default=None,
+        help="sweep deliveries/s, comma-separated (default "
+        + ",".join(str(r) for r in DEFAULT_RATES)
+        + ")",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=None,
+        help="length of a sweep step, warm-up included (default 8)",
+    )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=None,
+        help="start of each step not measured (default 1)",
+    )
+    parser.add_argument("--storm-clients", type=int, default=None, help="default 1000")
+    parser.add_argument("--replay-events", type=int, default=None, help="default 10000")
+    parser.add_argument("--ingest-seconds", type=float, default=None, help="default 10")
+    parser.add_argument(
+        "--ingest-concurrency",
+        type=int,
+        default=None,
+        help="concurrent 500-event requests while ingesting (default 4)",
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        help="most concurrent batch requests of the sweep publisher (default 4)",
+    )
+    parser.add_argument(
+        "--tick-ms",
+        type=float,
+        default=None,
+        help="sweep publisher: a batch of the events due every this many ms (default 10)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="our server's DATABASE_URL (default SQLite in a fresh DATA_DIR); "
+        "for postgres:// a scratch database is created beside it per server "
+        "start (if allowed) and migrated",
+    )
+    parser.add_argument("--redis-url", default=None, help="our server's REDIS_URL")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="our server's --workers (needs PostgreSQL and Redis)"
+    )
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    options = Options.smoke_options() if args.smoke else Options()
+    if args.mode is not None:
+        options.modes = MODES if args.mode == "all" else [args.mode]
+    overrides = {
+        "servers": args.servers,
+        "workloads": args.workloads,
+        "subscribers": args.subscribers,
+        "orgs": args.orgs,
+        "rates": args.rates,
+        "step_seconds": args.step_seconds,
+        "warmup_seconds": args.warmup_seconds,
+        "storm_clients": args.storm_clients,
+        "replay_events": args.replay_events,
+        "ingest_seconds": args.ingest_seconds,
+        "ingest_concurrency": args.ingest_concurrency,
+        "max_inflight": args.max_inflight,
+        "tick_ms": args.tick_ms,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(options, name, value)
+    options.database_url = args.database_url
+    options.redis_url = args.redis_url
+    options.workers = args.workers
+    return options
+
+
+def validate(options: Options) -> str | None:
+    """A usage problem, or None."""
+    if unknown := set(options.servers) - {"ours", "baseline"}:
+        return f"unknown servers: {', '.join(sorted(unknown))}"
+    if unknown := set(options.workloads) - {"org", "user"}:
+        return f"unknown workloads: {', '.join(sorted(unknown))}"
+    if options.subscribers < 1 or options.orgs < 1 or options.subscribers < options.orgs:
+        return "--subscribers and --orgs must be positive, with at least one channel per org"
+    if not options.rates or min(options.rates) <= 0:
+        return "--rates must be positive"
+    if options.warmup_seconds >= options.step_seconds:
+        return "--warmup-seconds must be shorter than --step-seconds"
+    if options.workers > 1 and not (
+        options.redis_url
+        and (options.database_url or "").startswith(("postgres://", "postgresql://"))
+    ):
+        return "--workers > 1 needs --redis-url and a postgres:// --database-url"
+    return None
+
+
+def make_server(name: str, options: Options) -> BenchServer:
+    if name == "ours":
+        return OurServer(options.database_url, options.redis_url, options.workers)
+    return BaselineServer()
+
+
+def _sweep(
+    name: str, load_name: str, options: Options, progress: Progress, results: dict[str, Any]
+) -> None:
+    with make_server(name, options) as server:
+        outcome = run_sweep(server, workload(load_name, options), options, progress)
+    results["sweep"].append(outcome)
+    results["memory"].append(outcome["memory"])
+
+
+def _storm(name: str, options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with make_server(name, options) as server:
+        outcome = run_storm(server, options, progress)
+    results["storm"].append(outcome)
+    results["memory"].append(outcome["memory"])
+
+
+def _replay(options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with OurServer(options.database_url, options.redis_url, options.workers) as server:
+        assert isinstance(server, OurServer)
+        results["replay"] = run_replay(server, options, progress)
+
+
+def _ingest(name: str, options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with make_server(name, options) as server:
+        results["ingest"].append(run_ingest(server, options, progress))
+
+
+def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
+    """Every requested measurement; each failure is recorded and the others still run.
+
+    Each measurement starts its server fresh and stops it afterwards; within a workload the
+    servers run one after the other, so their figures sit side by side.
+    """
+
+    def attempt(mode: str, server: str, measure: Callable[[], None]) -> None:
+        try:
+            measure()
+        except SCENARIO_ERRORS as exc:
+            results["errors"].append({"mode": mode, "server": server, "error": str(exc)})
+            progress.info(f"ERROR in {mode} on {server}: {exc}")
+
+    common = (options, progress, results)
+    if "sweep" in options.modes:
+        for load_name in options.workloads:
+            for name in options.servers:
+                attempt("sweep", f"{name}/{load_name}", partial(_sweep, name, load_name, *common))
+    if "storm" in options.modes:
+        for name in options.servers:
+            attempt("storm", name, partial(_storm, name, *common))
+    if "replay" in options.modes:
+        if "ours" in options.servers:
+            attempt("replay", "ours", partial(_replay, *common))
+        if "baseline" in options.servers:
+            progress.info("replay: not run on the baseline, which keeps no history")
+    if "ingest" in options.modes:
+        for name in options.servers:
+            attempt("ingest", name, partial(_ingest, name, *common))
+
+
+def default_output() -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return ROOT / "bench-results" / f"bench-{stamp}.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = options_from(args)
+    if problem := validate(options):
+        parser.error(problem)
+    try:
+        node_executable()
+    except GeneratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    output: Path = args.output or default_output()
+    progress = Progress()
+    results: dict[str, Any] = {
+        "tool": "tools.bench",
+        "format": 1,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command_line": [
+            report.redact(arg)
+            for arg in [
+                sys.executable,
+                "-m",
+                "tools.bench",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ],
+        "options": {
+            name: report.redact(value) if isinstance(value, str) else value
+            for name, value in asdict(options).items()
+        },
+        "machine": report.machine_info(node_version()),
+        "sweep": [],
+        "storm": [],
+        "replay": None,
+        "ingest": [],
+        "memory": [],
+        "errors": [],
+    }
+    started = time.monotonic()
+    interrupted = False
+    try:
+        run(options, results, progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        results["errors"].append({"mode": "all", "server": "-", "error": "interrupted"})
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["summary"] = report.summarise(results)
+    results["generator_notes"] = report.generator_notes(results)
+    report.write_json(output, results)
+
+    sections = [report.render_steps(results), report.render_summary(results["summary"])]
+    if results["generator_notes"]:
+        notes = results["generator_notes"]
+        sections.append("Generator notes\n" + "\n".join(f"- {note}" for note in notes))
+    if results["errors"]:
+        sections.append(
+            "Errors\n"
+            + "\n".join(f"- {e['mode']} on {e['server']}: {e['error']}" for e in results["errors"])
+        )
+    print("\n\n".join(section for section in sections if section))
+    print(f"\nresults: {output}")
+    if interrupted:
+        return 130
+    return 1 if results["errors"] else 0

@@ -1,0 +1,122 @@
+"""CPU time and memory of processes, read from /proc (Linux), without extra dependencies."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # After the name: state(0) ppid(1) ... utime(11) stime(12), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (uvicorn --workers children and theirs)."""
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    return [pid, *descendants(pid)]
+
+
+def rss_kb(pids: Iterable[int]) -> int:
+    """Resident memory of the processes, summed (VmRSS, in KiB)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = (_PROC / str(pid) / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    first = (_PROC / "stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in first[:8]]  # user nice system idle iowait irq softirq steal
+    idle = values[3] + values[4]
+    total = sum(values)
+    return (total - idle) / _TICKS, total / _TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by a set of processes between `start()` and `stop()`, as % of one core.
+
+    The set is re-read at both ends so that workers spawned in between are counted; a process
+    that ended in between contributes what it had used when last seen.
+    """
+
+    roots: list[int]
+    _start: dict[int, float] | None = None
+    _wall: float = 0.0
+
+    def _sample(self) -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for root in self.roots for pid in tree(root)}
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._wall = time.monotonic()
+
+    def stop(self) -> float:
+        """% of one core used since start() (100 = one core busy all the time)."""
+        assert self._start is not None, "start() first"
+        end = self._sample()
+        wall = max(1e-6, time.monotonic() - self._wall)
+        used = sum(
+            end.get(pid, self._start.get(pid, 0.0)) - self._start.get(pid, 0.0)
+            for pid in set(end) | set(self._start)
+        )
+        return 100.0 * max(0.0, used) / wall
+
+
+@dataclass
+class MachineMeter:
+    """Busy % of the whole machine (all cores) between start() and stop()."""
+
+    _start: tuple[float, float] = (0.0, 0.0)
+
+    def start(self) -> None:
+        self._start = machine_busy_seconds()
+
+    def stop(self) -> float:
+        busy, total = machine_busy_seconds()
+        return 100.0 * (busy - self._start[0]) / max(1e-6, total - self._start[1])

@@ -1,0 +1,425 @@
+"""Progress on stderr while running; the machine description, the summary table, the JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tools.bench.options import (
+    DEFAULT_RATES,
+    INGEST_TARGET_PER_S,
+    MEMORY_TARGET_KB,
+    P99_AT_5K_TARGET_MS,
+    P99_TARGET_RATE,
+    REPLAY_TARGET_S,
+    STORM_TARGET_S,
+    THROUGHPUT_RATIO_TARGET,
+)
+
+BAR_WIDTH = 24
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_DIRS = ("claims_realtime", "handlers", "models", "realtime")
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
+#: Other processes' CPU (% of one core) during a step above which the step is flagged.
+OTHER_LOAD_NOTE_PCT = 25.0
+
+
+class Progress:
+    """A one-line bar per step on a terminal; on a pipe, only start/finish lines (no noise)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self._open = False
+        self._started: set[str] = set()
+
+    def update(self, label: str, fraction: float, note: str = "") -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        if self.tty:
+            filled = int(fraction * BAR_WIDTH)
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            self.stream.write(f"\r\x1b[2K[{bar}] {fraction:4.0%} {label} {note}")
+            self.stream.flush()
+            self._open = True
+        elif label not in self._started:
+            self._started.add(label)
+            self.info(f"{label} ... {note}".rstrip())
+
+    def done(self, label: str, note: str) -> None:
+        self._close_line()
+        self.stream.write(f"[{'#' * BAR_WIDTH}] done {label}: {note}\n")
+        self.stream.flush()
+
+    def info(self, text: str) -> None:
+        self._close_line()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _close_line(self) -> None:
+        if self._open:
+            self.stream.write("\r\x1b[2K")
+            self._open = False
+
+
+def machine_info(node_version: str) -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "node": node_version,
+        "git_commit": _git("rev-parse", "HEAD"),
+        # Uncommitted changes to the server code: the figures are of the working tree.
+        "git_dirty": bool(_git("status", "--porcelain", "--", *SERVER_DIRS)),
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def redact(text: str) -> str:
+    """A URL's password replaced by ***, so results can be shared (e.g. --database-url)."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+
+def _by_server(items: Sequence[dict[str, Any]], server: str) -> dict[str, Any] | None:
+    return next((item for item in items if item.get("server") == server), None)
+
+
+def _ratio(ours: float | None, baseline: float | None) -> float | None:
+    if ours is None or not baseline:
+        return None
+    return ours / baseline
+
+
+def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures: ours, baseline, ratio, target and whether ours meets it."""
+    rows: list[dict[str, Any]] = []
+    rates = results.get("options", {}).get("rates", DEFAULT_RATES)
+    for workload in dict.fromkeys(run["workload"] for run in results.get("sweep", [])):
+        runs = [run for run in results["sweep"] if run["workload"] == workload]
+        ours, base = _by_server(runs, "ours"), _by_server(runs, "baseline")
+
+        def best(run: dict[str, Any] | None, field: str) -> float | None:
+            top = (run or {}).get("max_sustainable") or {}
+            value = top.get(field)
+            return None if value is None else float(value)
+
+        capped = {
+            name: bool(run and run.get("all_steps_passed"))
+            for name, run in (("ours", ours), ("baseline", base))
+        }
+        ratio = _ratio(best(ours, "target_per_s"), best(base, "target_per_s"))
+        rows.append(
+            {
+                "name": f"sweep {workload}: max sustainable deliveries/s",
+                "ours": best(ours, "target_per_s"),
+                "baseline": best(base, "target_per_s"),
+                "ratio": ratio,
+                "unit": "/s",
+                # Every step passed: the figure is a floor, not the limit.
+                "at_least": capped,
+                "target": f">= {THROUGHPUT_RATIO_TARGET:.1f}x baseline",
+                # Undecided when both are floors (the sweep did not reach either limit), or
+                # when ours is a floor still below the baseline.
+                "met": None
+                if ratio is None or (capped["ours"] and ratio < THROUGHPUT_RATIO_TARGET)
+                or (capped["ours"] and capped["baseline"])
+                else ratio >= THROUGHPUT_RATIO_TARGET,
+            }
+        )
+        rows.append(
+            {
+                "name": f"sweep {workload}: deliveries per server CPU-second at that rate",
+                "ours": best(ours, "deliveries_per_cpu_second"),
+                "baseline": best(base, "deliveries_per_cpu_second"),
+                "ratio": _ratio(
+                    best(ours, "deliveries_per_cpu_second"),
+                    best(base, "deliveries_per_cpu_second"),
+                ),
+                "unit": "/s",
+                "target": None,
+                "met": None,
+            }
+        )
+        if P99_TARGET_RATE in rates:
+
+            def p99_at(run: dict[str, Any] | None) -> float | str | None:
+                if run is None:
+                    return None
+                steps = run.get("steps", [])
+                step = next((s for s in steps if s["target_per_s"] == P99_TARGET_RATE), None)
+                if step is None:
+                    return "not reached"  # the sweep stopped at a lower rate
+                return None if step["p99_ms"] is None else float(step["p99_ms"])
+
+            ours_p99, base_p99 = p99_at(ours), p99_at(base)
+            ratio = None
+            if isinstance(ours_p99, float) and isinstance(base_p99, float):
+                ratio = _ratio(ours_p99, base_p99)
+            rows.append(
+                {
+                    "name": f"sweep {workload}: p99 at {P99_TARGET_RATE:,} deliveries/s",
+                    "ours": ours_p99,
+                    "baseline": base_p99,
+                    "ratio": ratio,
+                    "unit": "ms",
+                    "target": f"<= {P99_AT_5K_TARGET_MS:.0f} ms",
+                    # Not reached (the sweep stopped below) counts as missed.
+                    "met": isinstance(ours_p99, float) and ours_p99 <= P99_AT_5K_TARGET_MS
+                    if ours
+                    else None,
+                }
+            )
+    storms = results.get("storm", [])
+    if storms:
+        ours, base = _by_server(storms, "ours"), _by_server(storms, "baseline")
+        clients = (ours or base or {}).get("clients")
+
+        def storm_figure(storm: dict[str, Any] | None) -> float | str | None:
+            if storm is None or storm["all_attached"]:
+                return None if storm is None else storm["elapsed_s"]
+            return f"{storm['attached']:,}/{storm['clients']:,} attached"
+
+        rows.append(
+            {
+                "name": f"storm: {clients:,} clients connect at once, all attached in",
+                "ours": storm_figure(ours),
+                "baseline": storm_figure(base),
+                "ratio": None,
+                "unit": "s",
+                "target": f"<= {STORM_TARGET_S:.0f} s",
+                "met": bool(ours["all_attached"] and ours["elapsed_s"] <= STORM_TARGET_S)
+                if ours
+                else None,
+            }
+        )
+    replay = results.get("replay")
+    if replay:
+        ok = replay["in_order"] and replay["elapsed_s"] is not None
+        rows.append(
+            {
+                "name": f"replay: {replay['events']:,} events from history, in order, in",
+                "ours": replay["elapsed_s"] if ok else None,
+                "baseline": "no history",
+                "ratio": None,
+                "unit": "s",
+                "target": f"<= {REPLAY_TARGET_S:.0f} s",
+                "met": bool(ok and replay["elapsed_s"] <= REPLAY_TARGET_S),
+            }
+        )
+    ingests = results.get("ingest", [])
+    if ingests:
+        ours, base = _by_server(ingests, "ours"), _by_server(ingests, "baseline")
+        database = (ours or {}).get("database") or "-"
+        rows.append(
+            {
+                "name": f"ingest ({database}): events/s accepted, no subscribers",
+                "ours": (ours or {}).get("accepted_per_s"),
+                "baseline": (base or {}).get("accepted_per_s"),
+                "ratio": None,
+                "unit": "/s",
+                "target": f">= {INGEST_TARGET_PER_S:,.0f}/s",
+                "met": bool(ours and ours["accepted_per_s"] >= INGEST_TARGET_PER_S)
+                if ours
+                else None,
+            }
+        )
+    memory = results.get("memory", [])
+    if memory:
+
+        def worst(server: str) -> float | None:
+            values = [
+                m["kb_per_connection"]
+                for m in memory
+                if m["server"] == server and m["kb_per_connection"] is not None
+            ]
+            return max(values) if values else None
+
+        ours_kb = worst("ours")
+        rows.append(
+            {
+                "name": "memory: server RSS per idle connection (worst run)",
+                "ours": ours_kb,
+                "baseline": worst("baseline"),
+                "ratio": _ratio(ours_kb, worst("baseline")),
+                "unit": "KB",
+                "target": f"<= {MEMORY_TARGET_KB:.0f} KB",
+                "met": ours_kb is not None and ours_kb <= MEMORY_TARGET_KB,
+            }
+        )
+    return rows
+
+
+def _figure(value: Any, unit: str, at_least: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    prefix = ">= " if at_least else ""
+    if unit == "/s":
+        return f"{prefix}{value:,.0f}/s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:.1f} {unit}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_steps(results: dict[str, Any]) -> str:
+    """Every sweep step, one line each."""
+    header = [
+        "server",
+        "load",
+        "target/s",
+        "achieved/s",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "lost",
+        "dup",
+        "srv CPU",
+        "sub CPU",
+        "pub CPU",
+        "result",
+    ]
+    rows = []
+    for run in results.get("sweep", []):
+        if run.get("error"):
+            rows.append(
+                [
+                    run["server"],
+                    run["workload"],
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    run["error"],
+                ]
+            )
+        for step in run.get("steps", []):
+
+            def ms(value: float | None) -> str:
+                return "-" if value is None else f"{value:.1f}"
+
+            verdict = "ok" if step["passed"] else "FAIL " + ", ".join(step["failures"])
+            if step["generator_saturated"]:
+                verdict += " [generator saturated]"
+            rows.append(
+                [
+                    run["server"],
+                    run["workload"],
+                    f"{step['target_per_s']:,}",
+                    f"{step['achieved_per_s']:,.0f}",
+                    ms(step["p50_ms"]),
+                    ms(step["p90_ms"]),
+                    ms(step["p99_ms"]),
+                    ms(step["max_ms"]),
+                    str(step["lost"]),
+                    str(step["duplicated"]),
+                    f"{step['server_cpu_pct']:.0f}%"
+                    + (
+                        ""
+                        if step.get("database_cpu_pct") is None
+                        else f" +{step['database_cpu_pct']:.0f}% db"
+                    ),
+                    f"{step['subscriber_cpu_pct']:.0f}%",
+                    f"{step['publisher_cpu_pct']:.0f}%",
+                    verdict,
+                ]
+            )
+    if not rows:
+        return ""
+    return "Sweep steps (latency in ms; CPU in % of one core)\n" + _table(header, rows)
+
+
+def render_summary(rows: list[dict[str, Any]]) -> str:
+    header = ["figure", "ours", "baseline", "ours/baseline", "target", "met"]
+    body = []
+    for row in rows:
+        at_least = row.get("at_least", {})
+        mark = {True: "✓", False: "✗", None: ""}[row["met"]]
+        body.append(
+            [
+                row["name"],
+                _figure(row["ours"], row["unit"], at_least.get("ours", False)),
+                _figure(row["baseline"], row["unit"], at_least.get("baseline", False)),
+                "-" if row["ratio"] is None else f"{row['ratio']:.2f}",
+                row["target"] or "-",
+                mark,
+            ]
+        )
+    return "Summary\n" + _table(header, body)
+
+
+def generator_notes(results: dict[str, Any]) -> list[str]:
+    """Steps where the load generator, not the server, may have been the limit."""
+    notes = []
+    for run in results.get("sweep", []):
+        for step in run.get("steps", []):
+            where = f"{run['server']}/{run['workload']} at {step['target_per_s']:,}/s"
+            if step["generator_saturated"]:
+                notes.append(
+                    f"{where}: a generator process used > 90% of a core "
+                    f"(subscribers {step['subscriber_cpu_pct']:.0f}%, "
+                    f"publisher {step['publisher_cpu_pct']:.0f}%): the generator may be the limit"
+                )
+            if step.get("other_cpu_pct", 0) > OTHER_LOAD_NOTE_PCT:
+                notes.append(
+                    f"{where}: other processes on the machine used "
+                    f"{step['other_cpu_pct']:.0f}% of a core meanwhile: figures disturbed"
+                )
+            if step["publisher_fell_behind"]:
+                notes.append(
+                    f"{where}: the publisher fell behind its schedule (oldest waiting event "
+                    f"{step['publisher']['max_backlog_ms']:.0f} ms): the server answered batches "
+                    "too slowly, or the generator was saturated"
+                )
+    return notes
