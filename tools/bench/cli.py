@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep publisher: a batch of the events due every this many ms (default 10)",
     )
     parser.add_argument(
+        "--no-ack",
+        action="store_true",
+        help="sweep subscribers do not confirm events (by default they call the Socket.IO "
+        "ack callback of every event, as a resuming client does)",
+    )
+    parser.add_argument(
         "--database-url",
         default=None,
         help="our server's DATABASE_URL (default SQLite in a fresh DATA_DIR); "
@@ -161,6 +167,7 @@ def options_from(args: argparse.Namespace) -> Options:
     for name, value in overrides.items():
         if value is not None:
             setattr(options, name, value)
+    options.ack = not args.no_ack
     options.database_url = args.database_url
     options.redis_url = args.redis_url
     options.workers = args.workers

@@ -55,6 +55,7 @@ class SubscriberPool:
         storm: bool = False,
         concurrency: int = 100,
         last_sequence: int | None = None,
+        ack: bool = True,
         timeout_s: float = 60.0,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="bench-subs-")
@@ -67,7 +68,7 @@ class SubscriberPool:
                     "connect": "storm" if storm else "paced",
                     "concurrency": concurrency,
                     "last_sequence": last_sequence,
-                    "ack": True,
+                    "ack": ack,
                     "timeout_s": timeout_s,
                 }
             )

@@ -55,6 +55,9 @@ class Options:
     #: Publisher: tick and most concurrent batch requests.
     tick_ms: float = 10.0
     max_inflight: int = 4
+    #: Sweep subscribers confirm every event with the Socket.IO ack callback (our server asks
+    #: for one on every event; the baseline's events carry none, so nothing comes back).
+    ack: bool = True
     envelope_bytes: int = 300
     database_url: str | None = None
     redis_url: str | None = None

@@ -99,7 +99,7 @@ def run_sweep(
         "fanout": load.fanout,
         "steps": [],
     }
-    with SubscriberPool(channels, ready_event=server.ready_event) as pool:
+    with SubscriberPool(channels, ready_event=server.ready_event, ack=options.ack) as pool:
         attached, memory = attach_and_measure_memory(
             server, pool, len(channels), options.idle_seconds, rss_before, f"sweep/{load.name}"
         )
