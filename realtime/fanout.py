@@ -51,6 +51,8 @@ class Subscriber:
     catching_up: bool = True
     detached: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: The `recovery` message, written first once the client knows it is connected.
+    recovery_packet: str = field(default="", repr=False)
 
 
 @dataclass
@@ -88,18 +90,28 @@ class Fanout:
         return channel_id in self._closed
 
     def attach(self, sub: Subscriber, *, head: int, recovery_packet: str) -> bool:
-        """Attach a socket and start its replay; True if it is the channel's first here.
+        """Attach a socket; True if it is the channel's first here.
 
-        Replay begins with `recovery_packet`, then every kept event after `sub.cursor`,
-        then live events.
+        Its replay starts at `connected()`: `recovery_packet`, then every kept event after
+        `sub.cursor`, then live events. Until then live events wait in history for it.
         """
         subs = self._channels.setdefault(sub.channel_id, {})
         first = not subs
         subs[sub.sid] = sub
         self._head[sub.channel_id] = max(self._head.get(sub.channel_id, 0), head)
         sub.catching_up = True
-        sub.task = asyncio.get_running_loop().create_task(self._replay(sub, recovery_packet))
+        sub.recovery_packet = recovery_packet
         return first
+
+    def connected(self, sid: str, channel_id: str) -> None:
+        """The client has been sent its namespace CONNECT: start the socket's replay.
+
+        (A client drops anything that arrives on a namespace before its CONNECT, and
+        python-socketio sends that only after the connect handler returned.)
+        """
+        sub = self.subscriber(sid, channel_id)
+        if sub is not None and sub.task is None and not sub.detached:
+            sub.task = asyncio.get_running_loop().create_task(self._replay(sub))
 
     def detach(self, sid: str, channel_id: str) -> bool:
         """Forget a socket; True if it was the channel's last one here."""
@@ -172,15 +184,8 @@ class Fanout:
         sub.catching_up = True
         sub.task = asyncio.get_running_loop().create_task(self._catch_up_or_drop(sub))
 
-    async def _replay(self, sub: Subscriber, recovery_packet: str) -> None:
-        # python-socketio queues the namespace's CONNECT packet only after the connect
-        # handler returns; a client drops anything that arrives before it.
-        deadline = time.monotonic() + 10
-        while not self._sio.manager.is_connected(sub.sid, sub.namespace):
-            if sub.detached or time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.001)
-        self._write(sub, recovery_packet)
+    async def _replay(self, sub: Subscriber) -> None:
+        self._write(sub, sub.recovery_packet)
         await self._catch_up_or_drop(sub)
 
     async def _catch_up_or_drop(self, sub: Subscriber) -> None:

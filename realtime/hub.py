@@ -33,6 +33,7 @@ from realtime.protocol import (
     RECOVERY,
     PreparedEvent,
     Refusal,
+    channel_id_of,
     event_body,
     event_packet,
     message_packet,
@@ -80,6 +81,7 @@ class Hub:
         self.stale_after = stale_after
         self.fanout = Fanout(sio, self._read_history)
         sio.on_sequence_ack = self.fanout.confirm
+        sio.on_namespace_connected = self._on_namespace_connected
         sio.register_namespace(ChannelNamespace(self))
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -227,6 +229,11 @@ class Hub:
             recovery_packet=message_packet(channel_id, RECOVERY, recovery),
         )
         await presence.socket_attached(channel_id, self.node_id)
+
+    def _on_namespace_connected(self, sid: str, namespace: str) -> None:
+        channel_id = channel_id_of(namespace)
+        if channel_id is not None:
+            self.fanout.connected(sid, channel_id)
 
     def _resume_point(self, channel: Channel) -> int:
         """The channel's stored resume point, moved on by positions not yet written back."""

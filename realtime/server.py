@@ -26,6 +26,8 @@ class ChannelSocketServer(socketio.AsyncServer):
 
     #: Called as (sid, channel_id, sequence) for an ack on a channel namespace.
     on_sequence_ack: Callable[[str, str, int], None] | None = None
+    #: Called as (sid, namespace) once a client's namespace CONNECT has been queued.
+    on_namespace_connected: Callable[[str, str], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +53,19 @@ class ChannelSocketServer(socketio.AsyncServer):
         if sid is not None:
             self.on_sequence_ack(sid, channel_id, sequence)
         return True
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        # python-socketio runs the connect handler, then queues CONNECT (or CONNECT_ERROR):
+        # only after that may anything else be written to the namespace.
+        await super()._handle_connect(eio_sid, namespace, data)
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if (
+            sid is not None
+            and self.on_namespace_connected is not None
+            and self.manager.is_connected(sid, namespace)
+        ):
+            self.on_namespace_connected(sid, namespace)
 
     async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
         namespace = namespace or "/"

@@ -105,6 +105,7 @@ def attach(fanout: Fanout, server: FakeServer, sid: str, cursor: int, head: int)
     fanout.attach(
         sub, head=head, recovery_packet=message_packet(CHANNEL, "recovery", {"cursor": cursor})
     )
+    fanout.connected(sid, CHANNEL)  # as the server does once CONNECT is queued
     return socket
 
 
