@@ -11,7 +11,6 @@ runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import gc
 import logging
@@ -24,7 +23,11 @@ import connexion
 import socketio
 import yaml
 
+from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
+from claims_realtime.cors import http_cors, socket_cors
 from claims_realtime.http import ERROR_HANDLERS, MethodGuard, SnakeCaseResolver, validator_map
+from claims_realtime.logs import RequestId
+from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.publisher_key import resolve_publisher_key
 from claims_realtime.settings import Settings
 from models.credentials import hash_secret
@@ -81,15 +84,17 @@ def create_server_app() -> socketio.ASGIApp:
     return app
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text") -> None:
+    _configure_logging(level, log_format)
 
 
 def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     """Build the service. Nothing touches the database until the ASGI lifespan starts."""
     settings = (settings or Settings.from_env()).with_defaults()
-    configure_logging(settings.log_level)
-    sio = create_socket_server()
+    configure_logging(settings.log_level, settings.log_format)
+    # Built now, so that a bad JWT key stops start-up rather than failing every request.
+    token_verifier = TokenVerifier.from_settings(settings)
+    sio = create_socket_server(cors_allowed_origins=socket_cors(settings.cors_allowed_origins))
     hub = Hub(
         sio,
         Retention(max_events=settings.history_max_events, ttl_seconds=settings.history_ttl_seconds),
@@ -108,7 +113,12 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         await hub.start()
         try:
             # Lifespan state: copied into every request's `request.state`.
-            yield {"settings": settings, "hub": hub, "publisher_key_hash": publisher_key_hash}
+            yield {
+                "settings": settings,
+                "hub": hub,
+                "publisher_key_hash": publisher_key_hash,
+                "token_verifier": token_verifier,
+            }
         finally:
             await hub.stop()
             await close_database()
@@ -119,12 +129,18 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         resolver=SnakeCaseResolver(),
         validator_map=validator_map(),
         strict_validation=True,
+        security_map=SECURITY_MAP,
     )
     # The longer prefix first: Connexion routes to the first mount whose prefix matches.
     for base_path in sorted(BASE_PATHS, key=len, reverse=True):
         name = base_path.strip("/").replace("/", "_")
         # A copy per mount: Connexion resolves and annotates the document it is given.
-        api.add_api(copy.deepcopy(load_spec()), base_path=base_path, name=name)
+        # jwt mode adds the bearer requirement to the management API (claims_realtime.auth).
+        document = document_for_mode(load_spec(), settings.auth_mode)
+        api.add_api(document, base_path=base_path, name=name)
     for error, handler in ERROR_HANDLERS:
         api.add_error_handler(error, handler)
-    return socketio.ASGIApp(sio, other_asgi_app=MethodGuard(api, load_spec(), BASE_PATHS))
+    http_app: Any = MethodGuard(api, load_spec(), BASE_PATHS)
+    # CORS outside MethodGuard: preflights (OPTIONS) are not operations of the document.
+    http_app = RequestId(http_cors(http_app, settings.cors_allowed_origins))
+    return socketio.ASGIApp(sio, other_asgi_app=http_app)

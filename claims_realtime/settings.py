@@ -7,9 +7,11 @@ directly (or with `Settings.from_env({...})`) instead of patching the environmen
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -73,6 +75,21 @@ class Settings:
     #: (its sockets are forgotten and its channels marked disconnected).
     node_heartbeat_seconds: float = 5.0
     node_stale_seconds: float = 20.0
+    #: `public` (the contract: no caller authentication) or `jwt` (bearer tokens required on
+    #: the management API; see claims_realtime/auth.py and README "Authentication modes").
+    auth_mode: str = "public"
+    #: HS256 shared secret, or RS256 public key (PEM text): exactly one in jwt mode.
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    #: Required `aud` / `iss` claims, when set.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: Roles in an organisation that may own organisation channels.
+    jwt_coordinator_roles: tuple[str, ...] = ("coordinator", "admin")
+    #: Browser origins allowed to call the API and open sockets (empty: same origin only).
+    cors_allowed_origins: tuple[str, ...] = ()
+    #: `text` (human-readable lines) or `json` (one JSON object per line).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +114,7 @@ class Settings:
             history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
             node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
             node_stale_seconds=_duration(env, "NODE_STALE_AFTER", 20.0),
+            **_access_settings(env),
         )
 
     def with_defaults(self) -> Settings:
@@ -109,3 +127,62 @@ class Settings:
 def default_database_url(data_dir: Path) -> str:
     """The zero-setup default: a SQLite file under the data directory."""
     return f"sqlite://{(data_dir / 'claims-realtime.sqlite3').resolve()}"
+
+
+AUTH_MODES = ("public", "jwt")
+LOG_FORMATS = ("text", "json")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+#: PyJWT warns below this for HS256 (RFC 7518 3.2: a key at least as long as the hash).
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _pem(env: Mapping[str, str], name: str) -> str | None:
+    """PEM text, or a path to a file holding it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.startswith("-----BEGIN"):
+        return raw.replace("\\n", "\n")
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"{name} must be PEM text or the path of a PEM file, got {raw!r}")
+    return path.read_text()
+
+
+def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """AUTH_MODE and JWT_*, CORS_ALLOWED_ORIGINS and LOG_FORMAT, checked together."""
+    auth_mode = env.get("AUTH_MODE", "").strip().lower() or "public"
+    if auth_mode not in AUTH_MODES:
+        raise ValueError(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}")
+    secret = env.get("JWT_SECRET", "").strip() or None
+    public_key = _pem(env, "JWT_PUBLIC_KEY")
+    if auth_mode == "jwt":
+        if (secret is None) == (public_key is None):
+            raise ValueError("AUTH_MODE=jwt needs exactly one of JWT_SECRET or JWT_PUBLIC_KEY")
+        if secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long")
+    roles = _list(env, "JWT_COORDINATOR_ROLES") or ("coordinator", "admin")
+    origins = _list(env, "CORS_ALLOWED_ORIGINS")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ValueError(
+                "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com "
+                f"(scheme and host, no path) or *, got {origin!r}"
+            )
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    return {
+        "auth_mode": auth_mode,
+        "jwt_secret": secret,
+        "jwt_public_key": public_key,
+        "jwt_audience": env.get("JWT_AUDIENCE", "").strip() or None,
+        "jwt_issuer": env.get("JWT_ISSUER", "").strip() or None,
+        "jwt_coordinator_roles": roles,
+        "cors_allowed_origins": origins,
+        "log_format": log_format,
+    }

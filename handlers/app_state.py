@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from connexion import request
+from connexion.context import context
+
+from models.access import Policy, Principal
 
 if TYPE_CHECKING:
     from claims_realtime.settings import Settings
@@ -17,6 +20,17 @@ def hub() -> Hub:
 
 def settings() -> Settings:
     return cast("Settings", request.state.settings)
+
+
+def principal() -> Principal | None:
+    """The authenticated caller (AUTH_MODE=jwt), or None in public mode."""
+    token_info = context.get("token_info") or {}
+    found = token_info.get("principal")
+    return found if isinstance(found, Principal) else None
+
+
+def access_policy() -> Policy:
+    return Policy(coordinator_roles=settings().jwt_coordinator_roles)
 
 
 def public_base_url() -> str:

@@ -12,7 +12,7 @@ from handlers.representations import (
     subscription_detail,
     subscription_summary,
 )
-from models import subscriptions
+from models import access, subscriptions
 from models.channel import ChannelStatus, SubscriptionType
 from models.clock import rfc3339
 
@@ -25,11 +25,14 @@ async def list_subscriptions(
     subscription_type: str | None = None,
     status: str | None = None,
 ) -> Reply:
-    where = subscriptions.ChannelFilter(
-        organisation_id=organisation_id,
-        user_id=user_id,
-        subscription_type=SubscriptionType(subscription_type) if subscription_type else None,
-        status=ChannelStatus(status) if status else None,
+    where = access.scope_listing(
+        app_state.principal(),
+        subscriptions.ChannelFilter(
+            organisation_id=organisation_id,
+            user_id=user_id,
+            subscription_type=SubscriptionType(subscription_type) if subscription_type else None,
+            status=ChannelStatus(status) if status else None,
+        ),
     )
     channels, total = await subscriptions.list_channels(where, page=page, limit=limit)
     return reply(
@@ -42,6 +45,13 @@ async def list_subscriptions(
 
 
 async def subscribe_to_organisation_claims(body: dict[str, Any]) -> Reply:
+    access.authorize_create(
+        app_state.principal(),
+        app_state.access_policy(),
+        SubscriptionType.ORGANISATION_CLAIMS,
+        user_id=body["user_id"],
+        organisation_id=body["organisation_id"],
+    )
     created = await subscriptions.create_channel(
         SubscriptionType.ORGANISATION_CLAIMS,
         organisation_id=body["organisation_id"],
@@ -54,6 +64,12 @@ async def subscribe_to_organisation_claims(body: dict[str, Any]) -> Reply:
 
 
 async def subscribe_to_user_claims(body: dict[str, Any]) -> Reply:
+    access.authorize_create(
+        app_state.principal(),
+        app_state.access_policy(),
+        SubscriptionType.USER_CLAIMS,
+        user_id=body["user_id"],
+    )
     created = await subscriptions.create_channel(
         SubscriptionType.USER_CLAIMS,
         user_id=body["user_id"],
@@ -65,11 +81,15 @@ async def subscribe_to_user_claims(body: dict[str, Any]) -> Reply:
 
 
 async def get_subscription(channel_id: str) -> Reply:
+    await access.authorize_channel(app_state.principal(), app_state.access_policy(), channel_id)
     channel = await subscriptions.open_channel(channel_id)
     return reply(subscription_detail(channel, app_state.public_base_url()))
 
 
 async def reconnect(channel_id: str) -> Reply:
+    await access.authorize_channel(
+        app_state.principal(), app_state.access_policy(), channel_id, rearm=True
+    )
     channel, missed = await app_state.hub().reconnect(channel_id)
     assert channel.reconnected_at is not None
     return reply(
@@ -84,6 +104,7 @@ async def reconnect(channel_id: str) -> Reply:
 
 
 async def unsubscribe(channel_id: str) -> Reply:
+    await access.authorize_channel(app_state.principal(), app_state.access_policy(), channel_id)
     channel = await app_state.hub().close_channel(channel_id)
     assert channel.closed_at is not None
     return reply(

@@ -3,6 +3,7 @@
 DomainError
 ├── InvalidInput        400  a field is wrong in a way the schema cannot say
 ├── Unauthorized        401  missing or wrong publisher key
+├── Forbidden           403  the caller may not do this (AUTH_MODE=jwt; may name a field)
 ├── ChannelNotFound     404  no channel has this id
 ├── EventIdConflict     409  an event_id was reused for a different event
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
@@ -46,6 +47,18 @@ class InvalidInput(DomainError):
 class Unauthorized(DomainError):
     status = 401
     title = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": self.field} if self.field else {}
 
 
 class ChannelNotFound(DomainError):

@@ -79,7 +79,7 @@ class ChannelSocketServer(socketio.AsyncServer):
 
 
 def create_socket_server(
-    *, cors_allowed_origins: list[str] | str | None = None
+    *, cors_allowed_origins: list[str] | str | Callable[..., bool] | None = None
 ) -> ChannelSocketServer:
     # namespaces="*" lets clients open `/channels/<id>` namespaces created at run time; the
     # connect handler decides which exist. always_connect=False sends CONNECT only after
