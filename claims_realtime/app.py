@@ -1,8 +1,11 @@
 """The composition root: `create_app(settings)` builds the whole service as one ASGI app.
 
     socketio.ASGIApp              /socket.io/  -> Socket.IO (namespaces /channels/<id>)
-      └── MethodGuard             undeclared methods -> 405 with an exact Allow
-          └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
+      └── MetricsRoute            GET /metrics -> Prometheus text (handlers/metrics.py)
+          └── ConsoleRoute        GET /console/ -> the live console (claims_realtime/console.py)
+          └── MethodGuard         undeclared methods -> 405 with an exact Allow
+              (inside BodyLimit: bodies over MAX_REQUEST_BYTES -> 413)
+              └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
@@ -24,17 +27,27 @@ import socketio
 import yaml
 
 from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
+from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
-from claims_realtime.http import ERROR_HANDLERS, MethodGuard, SnakeCaseResolver, validator_map
+from claims_realtime.http import (
+    ERROR_HANDLERS,
+    BodyLimit,
+    MethodGuard,
+    SnakeCaseResolver,
+    validator_map,
+)
 from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.publisher_key import resolve_publisher_key
 from claims_realtime.settings import Settings
+from handlers.metrics import MetricsRoute
 from models.credentials import hash_secret
 from models.db import close_database, open_database
 from models.history import Retention
 from realtime.broker import create_broker
 from realtime.hub import Hub
+from realtime.limits import FailureLimiter
+from realtime.metrics import process_exited
 from realtime.server import create_socket_server
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
@@ -104,6 +117,10 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         prune_interval=settings.prune_interval_seconds,
         heartbeat_interval=settings.node_heartbeat_seconds,
         stale_after=settings.node_stale_seconds,
+        max_socket_backlog=settings.max_socket_backlog,
+        connect_failures=FailureLimiter(
+            settings.connect_failure_limit, settings.connect_failure_window_seconds
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -122,6 +139,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         finally:
             await hub.stop()
             await close_database()
+            process_exited()
 
     api = connexion.AsyncApp(
         __name__,
@@ -141,6 +159,13 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     for error, handler in ERROR_HANDLERS:
         api.add_error_handler(error, handler)
     http_app: Any = MethodGuard(api, load_spec(), BASE_PATHS)
+    # GET /console/: the live event console's static files, beside the document.
+    http_app = ConsoleRoute(http_app)
+    # Bodies over MAX_REQUEST_BYTES get a 413 before they are read whole.
+    http_app = BodyLimit(http_app, settings.max_request_bytes)
     # CORS outside MethodGuard: preflights (OPTIONS) are not operations of the document.
     http_app = RequestId(http_cors(http_app, settings.cors_allowed_origins))
+    # GET /metrics at the root, beside the document (handlers/metrics.py); it also times
+    # every request's arrival, so it comes first.
+    http_app = MetricsRoute(http_app)
     return socketio.ASGIApp(sio, other_asgi_app=http_app)

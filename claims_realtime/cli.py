@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from claims_realtime.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+#: Largest websocket frame uvicorn reads (clients' packets are at most 64 KiB).
+WS_MAX_FRAME_BYTES = 1024 * 1024
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -23,6 +31,33 @@ def _serve(args: argparse.Namespace) -> int:
             "--workers > 1 needs REDIS_URL (fan-out between the processes) and a PostgreSQL "
             "DATABASE_URL (one database for all of them); see README, Running several processes"
         )
+    with _shared_metrics(args.workers):
+        _run_uvicorn(uvicorn, args, settings)
+    return 0
+
+
+#: prometheus-client's multiprocess mode: where every process keeps its metric values.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several processes on one port, a scrape reaches any one of them: each keeps its
+    metrics in a directory they share, and each scrape adds them all up (realtime.metrics).
+    A fresh directory per run, removed after it, unless PROMETHEUS_MULTIPROC_DIR is set."""
+    if workers <= 1 or os.environ.get(METRICS_DIR_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="claims-realtime-metrics-")
+    os.environ[METRICS_DIR_ENV] = directory  # inherited by the worker processes
+    try:
+        yield
+    finally:
+        del os.environ[METRICS_DIR_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(
         "claims_realtime.app:create_server_app",
         factory=True,
@@ -35,11 +70,13 @@ def _serve(args: argparse.Namespace) -> int:
         # Socket.IO payloads are small JSON: per-message compression cost more CPU than it
         # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
         ws_per_message_deflate=False,
+        # uvicorn would buffer a websocket frame of up to 16 MiB before Engine.IO's 64 KiB
+        # limit (realtime.server.MAX_CLIENT_PACKET_BYTES) sees it: close larger ones there.
+        ws_max_size=WS_MAX_FRAME_BYTES,
         # An abandoned Engine.IO long-poll holds its request open for up to the ping
         # timeout; do not let it hold a shutdown for that long. Clients resume anyway.
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

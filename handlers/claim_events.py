@@ -8,6 +8,7 @@ from typing import Any
 from connexion.lifecycle import ConnexionRequest
 
 from handlers import app_state
+from handlers.metrics import request_received_at
 from handlers.representations import Reply, publish_result, reply
 from models.credentials import hash_secret
 
@@ -21,10 +22,12 @@ def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, An
 
 
 async def publish_claim_event(body: dict[str, Any]) -> Reply:
-    (outcome,) = await app_state.hub().publish([body])
+    (outcome,) = await app_state.hub().publish([body], received_at=request_received_at())
     return reply(publish_result(outcome), 202)
 
 
 async def publish_claim_event_batch(body: dict[str, Any]) -> Reply:
-    outcomes = await app_state.hub().publish(body["events"], batch=True)
+    outcomes = await app_state.hub().publish(
+        body["events"], batch=True, received_at=request_received_at()
+    )
     return reply({"results": [publish_result(outcome) for outcome in outcomes]}, 202)

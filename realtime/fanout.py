@@ -10,6 +10,13 @@ and the cursor check cannot repeat one.
 
 Writes go straight onto the Engine.IO socket's queue (no await): a burst of events for a
 channel is written atomically with respect to other tasks, so order is kept without locks.
+
+That queue is bounded here, not by python-engineio: a client that stops reading would
+otherwise grow it (and the server's memory) without limit. A write that finds
+`max_backlog` packets still unsent drops the connection instead (a slow consumer): the
+client resumes later by replay, from what it confirmed, and loses nothing. Replays pace
+themselves (a page at a time, when the queue has room), so only a client that stops
+reading reaches the bound, never a long replay to one that reads.
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
+
+from realtime import metrics
+from realtime.engine import abort_connection
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +42,17 @@ HistoryReader = Callable[[str, int, int], Awaitable[Entries]]
 
 #: Consecutive empty history reads tolerated while the announced head is ahead of a cursor.
 _MAX_EMPTY_READS = 5
+
+#: Default bound of one connection's unsent packets (MAX_SOCKET_BACKLOG). Sized to ride out
+#: a full replay burst: a channel keeps up to 10,000 events (HISTORY_MAX_EVENTS), and a
+#: client resuming after a long absence gets them all at once when replays are not paced
+#: (other implementations, or a replay page landing on a live burst: batches carry up to
+#: 500 events). 10,000 packets of a few hundred bytes each is a few MB per connection at
+#: worst: bounded, yet far above what a client that reads ever has queued (loopback runs
+#: at 8,000 deliveries/s showed tens). Paced replays here need only one page of it.
+MAX_SOCKET_BACKLOG = 10_000
+#: How often a paced replay looks for room in the queue (seconds).
+_ROOM_POLL = 0.01
 
 
 class HistoryGap(Exception):
@@ -53,6 +75,8 @@ class Subscriber:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     #: The `recovery` message, written first once the client knows it is connected.
     recovery_packet: str = field(default="", repr=False)
+    #: Dropped as a slow consumer: nothing more is written to it.
+    dropped: bool = False
 
 
 @dataclass
@@ -65,11 +89,19 @@ class Fanout:
     """The local (this-process) side of delivery."""
 
     def __init__(
-        self, sio: socketio.AsyncServer, read_history: HistoryReader, page_size: int = 500
+        self,
+        sio: socketio.AsyncServer,
+        read_history: HistoryReader,
+        page_size: int = 500,
+        max_backlog: int = MAX_SOCKET_BACKLOG,
     ):
         self._sio = sio
         self._read = read_history
-        self._page = page_size
+        self._max_backlog = max_backlog
+        # A replay page must fit in the queue with room to spare (see _wait_for_room).
+        self._page = max(1, min(page_size, max_backlog // 2))
+        #: Connections dropped because they left `max_backlog` packets unsent.
+        self.slow_consumer_drops = 0
         self._channels: dict[str, dict[str, Subscriber]] = {}
         #: Highest sequence announced per channel with local subscribers.
         self._head: dict[str, int] = {}
@@ -97,6 +129,8 @@ class Fanout:
         """
         subs = self._channels.setdefault(sub.channel_id, {})
         first = not subs
+        if sub.sid not in subs:
+            metrics.CONNECTED_SOCKETS.inc()
         subs[sub.sid] = sub
         self._head[sub.channel_id] = max(self._head.get(sub.channel_id, 0), head)
         sub.catching_up = True
@@ -119,6 +153,7 @@ class Fanout:
         sub = subs.pop(sid, None)
         if sub is None:
             return False
+        metrics.CONNECTED_SOCKETS.dec()
         sub.detached = True
         if sub.task is not None and not sub.task.done():
             sub.task.cancel()
@@ -154,6 +189,7 @@ class Fanout:
         if not subs or not entries:
             return
         self._head[channel_id] = max(self._head.get(channel_id, 0), entries[-1][0])
+        written = 0  # counted here, reported once: no metrics call per socket
         for sub in list(subs.values()):
             if sub.catching_up:
                 continue  # its catch-up loop will read these from history
@@ -166,7 +202,10 @@ class Fanout:
                 if not self._write(sub, text):
                     break
                 sub.cursor = sequence
+                written += 1
             self.note_positions(channel_id, delivered=sub.cursor)
+        if written:
+            metrics.DELIVERIES.inc(written)
 
     def write_message(self, channel_id: str, text: str) -> None:
         """Write one non-event message (e.g. `channel_closed`) to every local socket."""
@@ -177,8 +216,47 @@ class Fanout:
         socket = self._sio.eio.sockets.get(sub.eio_sid)
         if socket is None or socket.closed:
             return False
-        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=text))
+        queue = socket.queue
+        if queue.qsize() >= self._max_backlog:
+            self._drop_slow_consumer(sub, socket)
+            return False
+        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=text))
         return True
+
+    def _drop_slow_consumer(self, sub: Subscriber, socket: Any) -> None:
+        """`sub`'s connection left `max_backlog` packets unsent: drop it (every channel on
+        it), free its queue, and keep its channels' resume points at what was confirmed."""
+        if socket.closing or socket.closed or getattr(socket, "lean_aborted", False):
+            return  # already going
+        # Cut the websocket: its writer may be stuck sending to a peer that does not read.
+        abort_connection(socket)
+        self.slow_consumer_drops += 1
+        metrics.record_slow_consumer_drop()
+        log.warning(
+            "dropping connection %s (channel %s): %d packets unsent, it stopped reading",
+            sub.eio_sid,
+            sub.channel_id,
+            socket.queue.qsize(),
+        )
+        for subs in self._channels.values():
+            for other in subs.values():
+                if other.eio_sid == sub.eio_sid:
+                    other.dropped = other.catching_up = True  # live delivery skips it
+                    # The queued events were never sent. Where the client confirmed nothing,
+                    # the resume point would fall back to `delivered` (counted when queued):
+                    # a confirmed position of 0 keeps it at what the client acknowledged.
+                    self.note_positions(other.channel_id, confirmed=0)
+        queue = socket.queue
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+        asyncio.get_running_loop().create_task(self._close_dropped(socket))
+
+    async def _close_dropped(self, socket: Any) -> None:
+        # Closing the Engine.IO socket (the aborted websocket does it too; polling needs it)
+        # disconnects its namespaces, whose detach writes positions back and marks channels
+        # nobody else holds `disconnected`.
+        await socket.close(wait=False, abort=True, reason=self._sio.eio.reason.TRANSPORT_ERROR)
 
     def _start_catch_up(self, sub: Subscriber) -> None:
         sub.catching_up = True
@@ -200,9 +278,24 @@ class Fanout:
             )
             await self._sio.disconnect(sub.sid, namespace=sub.namespace)
 
+    async def _wait_for_room(self, sub: Subscriber) -> bool:
+        """Pace a replay: wait until a page fits in the socket's queue (under the slow
+        consumer bound) so that a long replay to a client that reads is never dropped.
+        False when the socket went away meanwhile."""
+        while not sub.detached and not sub.dropped:
+            socket = self._sio.eio.sockets.get(sub.eio_sid)
+            if socket is None or socket.closed:
+                return False
+            if socket.queue.qsize() + self._page < self._max_backlog:
+                return True
+            await asyncio.sleep(_ROOM_POLL)
+        return False
+
     async def _catch_up(self, sub: Subscriber) -> None:
         empty_reads = 0
         while not sub.detached:
+            if not await self._wait_for_room(sub):
+                return
             entries = await self._read(sub.channel_id, sub.cursor, self._page)
             if sub.detached:
                 return
@@ -210,10 +303,15 @@ class Fanout:
                 empty_reads = 0
                 if entries[0][0] != sub.cursor + 1:
                     raise HistoryGap(f"next kept sequence is {entries[0][0]}, cursor {sub.cursor}")
+                written = 0
                 for sequence, text in entries:
                     if not self._write(sub, text):
-                        return
+                        break
                     sub.cursor = sequence
+                    written += 1
+                metrics.DELIVERIES.inc(written)
+                if written < len(entries):
+                    return
                 self.note_positions(sub.channel_id, delivered=sub.cursor)
                 continue
             if sub.cursor >= self._head.get(sub.channel_id, 0):

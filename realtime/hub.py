@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,9 +25,14 @@ from models.clock import rfc3339, rfc3339_or_none
 from models.credentials import random_id, secret_matches
 from models.db import database_reachable
 from models.history import Retention
-from realtime import relay
+from realtime import metrics, relay
 from realtime.broker import Broker
-from realtime.fanout import Entries, Fanout, Subscriber
+from realtime.fanout import MAX_SOCKET_BACKLOG, Entries, Fanout, Subscriber
+from realtime.limits import (
+    DEFAULT_CONNECT_FAILURE_LIMIT,
+    DEFAULT_CONNECT_FAILURE_WINDOW,
+    FailureLimiter,
+)
 from realtime.namespace import ChannelNamespace
 from realtime.protocol import (
     CHANNEL_CLOSED,
@@ -68,6 +74,8 @@ class Hub:
         prune_interval: float = 60.0,
         heartbeat_interval: float = 5.0,
         stale_after: float = 20.0,
+        connect_failures: FailureLimiter | None = None,
+        max_socket_backlog: int = MAX_SOCKET_BACKLOG,
     ) -> None:
         #: This process, as the presence table and the broker know it.
         self.node_id = random_id("node_", 16)
@@ -79,12 +87,23 @@ class Hub:
         self.prune_interval = prune_interval
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
-        self.fanout = Fanout(sio, self._read_history)
+        #: Past `max_socket_backlog` unsent packets a connection is dropped (slow consumer);
+        #: its namespaces' disconnect then detaches it like any other (see detach()).
+        self.fanout = Fanout(sio, self._read_history, max_backlog=max_socket_backlog)
+        #: Connect attempts with bad credentials per client address (see realtime.limits).
+        self.connect_failures = connect_failures or FailureLimiter(
+            DEFAULT_CONNECT_FAILURE_LIMIT, DEFAULT_CONNECT_FAILURE_WINDOW
+        )
         sio.on_sequence_ack = self.fanout.confirm
         sio.on_namespace_connected = self._on_namespace_connected
         sio.register_namespace(ChannelNamespace(self))
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+
+    @property
+    def slow_consumer_drops(self) -> int:
+        """Connections this process dropped for leaving too many packets unsent."""
+        return self.fanout.slow_consumer_drops
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -127,13 +146,27 @@ class Hub:
     # -- events ---------------------------------------------------------------------------
 
     async def publish(
-        self, submitted: Sequence[Mapping[str, Any]], *, batch: bool = False
+        self,
+        submitted: Sequence[Mapping[str, Any]],
+        *,
+        batch: bool = False,
+        received_at: float | None = None,
     ) -> list[ingest.Recorded]:
         """Record events (committed before this returns), then deliver them live: to this
-        process's sockets directly, to the other processes' through the broker."""
+        process's sockets directly, to the other processes' through the broker.
+
+        `received_at` (time.perf_counter()) is when the request arrived, for the ingest
+        latency metric; by default, now.
+        """
+        received_at = time.perf_counter() if received_at is None else received_at
         recorded = await ingest.record_events(
             submitted, max_data_bytes=self.max_event_data_bytes, batch=batch
         )
+        committed_at = time.perf_counter()
+        metrics.INGEST_LATENCY.observe(committed_at - received_at)
+        duplicates = sum(1 for outcome in recorded if outcome.duplicate)
+        metrics.EVENTS_RECORDED.inc(len(recorded) - duplicates)
+        metrics.EVENTS_DUPLICATE.inc(duplicates)
         per_channel: dict[str, list[tuple[int, str]]] = {}
         for outcome in recorded:
             prepared: PreparedEvent | None = None
@@ -146,6 +179,8 @@ class Hub:
                     )
         for channel_id, entries in per_channel.items():
             self.fanout.deliver(channel_id, entries)
+        if per_channel:
+            metrics.DELIVERY_LATENCY.observe(time.perf_counter() - committed_at)
         if self.broker.distributed:
             message = relay.encode(self.node_id, recorded)
             if message is not None:
@@ -228,6 +263,11 @@ class Hub:
             head=head,
             recovery_packet=message_packet(channel_id, RECOVERY, recovery),
         )
+        if recovery["replayed"] > 0:
+            metrics.REPLAYS.inc()
+            metrics.REPLAY_SIZE.observe(recovery["replayed"])
+        if not recovery["recovered"]:
+            metrics.UNRECOVERED_RESUMES.inc()
         await presence.socket_attached(channel_id, self.node_id)
 
     def _on_namespace_connected(self, sid: str, namespace: str) -> None:

@@ -1,0 +1,143 @@
+"""The service's Prometheus metrics: their definitions, and the text a scrape returns.
+
+Updated where things happen (hub, fanout, ingestion); served at `GET /metrics` by
+handlers/metrics.py. Delivery is the hot path (thousands of packets per millisecond under
+load): there a metric is touched once per event batch with a count (`inc(n)`), never once per
+socket, and labelled series are bound to their children here, at import, not looked up.
+
+One process (`serve`): the metrics live in memory. Several (`serve --workers N`): the CLI sets
+PROMETHEUS_MULTIPROC_DIR before the workers start, prometheus-client keeps every value in a
+per-process file there, and a scrape of any worker adds up all of them (see README, Metrics).
+Channels by status are not kept in a process at all: the database is the only place that knows
+them for every process, so each scrape counts them there with one GROUP BY.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from tortoise.functions import Count
+
+from models.channel import Channel
+
+#: The Prometheus text format every scrape is answered in.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Channel statuses, each always exported (0 when there is none).
+CHANNEL_STATUSES = ("connected", "disconnected", "closed")
+
+# Latencies on loopback are a few milliseconds; a database under strain, seconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_REPLAY_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
+
+CONNECTED_SOCKETS = Gauge(
+    "claims_realtime_connected_sockets",
+    "Sockets attached to a channel namespace (/channels/<id>) right now.",
+    # Several processes: the sum over the live ones.
+    multiprocess_mode="livesum",
+)
+_EVENTS_INGESTED = Counter(
+    "claims_realtime_events_ingested",
+    "Claim events accepted by ingestion (202): outcome=recorded for new events, "
+    "outcome=duplicate for a known event_id submitted again unchanged (not recorded again).",
+    ["outcome"],
+)
+EVENTS_RECORDED = _EVENTS_INGESTED.labels(outcome="recorded")
+EVENTS_DUPLICATE = _EVENTS_INGESTED.labels(outcome="duplicate")
+DELIVERIES = Counter(
+    "claims_realtime_deliveries",
+    "Event packets written to sockets' send queues, live or replayed (one per event per socket).",
+)
+REPLAYS = Counter(
+    "claims_realtime_replays",
+    "Socket connections that began by replaying missed events from history "
+    "(recovery.replayed > 0).",
+)
+REPLAY_SIZE = Histogram(
+    "claims_realtime_replay_size_events",
+    "Events each replay had to send from history (recovery.replayed); _sum is the events "
+    "replayed in all, _count the replays.",
+    buckets=_REPLAY_BUCKETS,
+)
+UNRECOVERED_RESUMES = Counter(
+    "claims_realtime_unrecovered_resumes",
+    "Connections that resumed from a point history no longer held (recovery.recovered false): "
+    "their client was told events are unavailable.",
+)
+INGEST_LATENCY = Histogram(
+    "claims_realtime_ingest_latency_seconds",
+    "From an ingestion request's arrival to the commit of its events.",
+    buckets=_LATENCY_BUCKETS,
+)
+DELIVERY_LATENCY = Histogram(
+    "claims_realtime_delivery_latency_seconds",
+    "From the commit of an ingested batch to its events being written to the send queue of "
+    "every socket of their channels in the ingesting process (one observation per batch).",
+    buckets=_LATENCY_BUCKETS,
+)
+SLOW_CONSUMER_DROPS = Counter(
+    "claims_realtime_slow_consumer_drops",
+    "Sockets dropped because they did not read their events: their send queue was full.",
+)
+
+
+def record_slow_consumer_drop(sockets: int = 1) -> None:
+    """A slow consumer was dropped (its send queue overflowed)."""
+    SLOW_CONSUMER_DROPS.inc(sockets)
+
+
+def multiprocess_dir() -> str | None:
+    """Where the processes of `serve --workers N` share their values (None: one process)."""
+    return os.environ.get(MULTIPROCESS_DIR_ENV) or None
+
+
+def process_exited() -> None:
+    """Forget this process's live gauges (connected sockets) in multiprocess mode."""
+    if multiprocess_dir() is not None:
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _Families:
+    """A collector of metric families gathered before the scrape."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def channels_family(counts: Mapping[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "claims_realtime_channels",
+        "Channels by status, counted in the database at scrape time (all processes).",
+        labels=["status"],
+    )
+    for status in CHANNEL_STATUSES:
+        family.add_metric([status], counts.get(status, 0))
+    return family
+
+
+async def channel_counts() -> dict[str, int]:
+    """Channels per status, in one query: a table scan every scrape (seconds apart) costs
+    less than keeping a count right across processes, reconnects, closes and reaping."""
+    rows = await Channel.annotate(n=Count("id")).group_by("status").values_list("status", "n")
+    return {str(status): int(n) for status, n in rows}
+
+
+def exposition(channel_counts: Mapping[str, int] | None) -> bytes:
+    """The scrape's text: this process's metrics (all processes' in multiprocess mode) and
+    the channels counted by status (left out when they could not be counted: None)."""
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_dir() is not None:
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Families(REGISTRY.collect()))
+    if channel_counts is not None:
+        registry.register(_Families([channels_family(channel_counts)]))
+    return generate_latest(registry)
