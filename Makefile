@@ -26,7 +26,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: $(STAMP)
+# node_modules: the console (/console) serves the npm socket.io-client's browser bundle.
+run: $(STAMP) node_modules/.installed
 	$(BIN)/claims-realtime serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, then again on PostgreSQL (a database created for the run); the

@@ -50,6 +50,8 @@ class Server:
         self.env.update(env)
         #: Extra `claims-realtime serve` arguments (e.g. --workers 2).
         self.args = list(args)
+        #: What answers 200 once the server is up (the list needs a token in AUTH_MODE=jwt).
+        self.ready_path = "/api/v1/realtime-subscriptions"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
         self._log: IO[bytes] | None = None
@@ -70,7 +72,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                probe = httpx.get(f"{self.base_url}/api/v1/realtime-subscriptions", timeout=1)
+                probe = httpx.get(f"{self.base_url}{self.ready_path}", timeout=1)
                 if probe.status_code == 200:
                     return
             except httpx.HTTPError:

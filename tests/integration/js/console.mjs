@@ -1,0 +1,174 @@
+// Drives the live console (/console/) in a real headless Chromium, for
+// tests/integration/test_console.py.
+//
+//   node console.mjs '<json config>'
+//
+// Config: {base_url, chromium, publisher_key, organisation_id, user_id, claim_id, artifacts}
+// Every step is one JSON line on stdout ({"kind": ...}); the test answers on stdin:
+//   resume     after "dropped", once the test has published what the page must miss
+// Screenshots go to <artifacts>/console-*.png. Any failure prints {"kind": "error"}, takes
+// console-failure.png and exits 1.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const config = JSON.parse(process.argv[2]);
+const STEP_TIMEOUT = 10_000; // ms: the bound of every single wait in the page
+const emit = (kind, fields = {}) => process.stdout.write(JSON.stringify({ kind, ...fields }) + "\n");
+
+const pending = [];
+const waiters = [];
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const waiter = waiters.shift();
+  if (waiter) waiter(line.trim());
+  else pending.push(line.trim());
+});
+const command = () =>
+  pending.length ? Promise.resolve(pending.shift()) : new Promise((resolve) => waiters.push(resolve));
+
+mkdirSync(config.artifacts, { recursive: true });
+const browser = await chromium.launch({ executablePath: config.chromium, headless: true });
+const context = await browser.newContext({ viewport: { width: 1400, height: 1100 } });
+const page = await context.newPage();
+page.setDefaultTimeout(STEP_TIMEOUT);
+
+// What the page must not do: throw, log errors, or load anything from another origin.
+const problems = [];
+const foreign = [];
+const origin = new URL(config.base_url).host;
+page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+page.on("console", (message) => {
+  if (message.type() === "error") problems.push(`console.error: ${message.text()}`);
+});
+page.on("request", (request) => {
+  if (new URL(request.url()).host !== origin) foreign.push(request.url());
+});
+const websockets = [];
+page.on("websocket", (socket) => websockets.push(socket.url()));
+
+const shot = (name) => page.screenshot({ path: join(config.artifacts, `console-${name}.png`), fullPage: true });
+const text = (selector) => page.locator(selector).innerText();
+
+/** The event rows as the page shows them, oldest first. */
+async function eventRows() {
+  return page.locator("#events-body tr").evaluateAll((rows) =>
+    rows.reverse().map((row) => ({
+      sequence: Number(row.dataset.sequence),
+      event_id: row.dataset.eventId,
+      replayed: row.dataset.replayed === "true",
+      type: row.querySelector(".type").textContent,
+      claim_id: row.querySelector(".claim").textContent,
+      badge: row.querySelector(".badge").textContent,
+    })),
+  );
+}
+
+/** The recovery panel: each field as shown (JSON), and the summary line. */
+async function recoveryPanel() {
+  const fields = await page.locator("#recovery-fields dd[data-field]").evaluateAll((nodes) =>
+    Object.fromEntries(nodes.map((node) => [node.dataset.field, JSON.parse(node.textContent)])),
+  );
+  return { fields, summary: await text("#recovery-summary") };
+}
+
+async function optionTexts(selector) {
+  return page.locator(`${selector} option`).evaluateAll((options) =>
+    options.map((option) => ({ value: option.value, text: option.textContent })),
+  );
+}
+
+try {
+  // 1. The page, reached without its trailing slash; the forms come from the OpenAPI document.
+  await page.goto(`${config.base_url}/console`);
+  await page.waitForSelector("body[data-ready=true]");
+  emit("ready", {
+    url: page.url(),
+    operations: await optionTexts("#subscribe-operation"),
+    event_types: (await optionTexts("#publish-form select[name=event_type]")).map((o) => o.value),
+    status_filter: (await optionTexts("#channels-filter select[name=status]")).map((o) => o.value),
+    type_filter: (await optionTexts("#channels-filter select[name=subscription_type]")).map((o) => o.value),
+    subscribe_fields: await page.locator("#subscribe-form [name]").evaluateAll((nodes) => [...new Set(nodes.map((n) => n.name))]),
+  });
+  await shot("1-ready");
+
+  // 2. An organisation subscription, created in the page.
+  const operations = await optionTexts("#subscribe-operation");
+  const organisation = operations.find((option) => option.text.startsWith("organisation_claims"));
+  await page.selectOption("#subscribe-operation", organisation.value);
+  await page.fill("#subscribe-form [name=organisation_id]", config.organisation_id);
+  await page.fill("#subscribe-form [name=user_id]", config.user_id);
+  await page.click("#subscribe-form button[type=submit]");
+  await page.waitForSelector("#subscribe-result[data-kind=ok]");
+  const websocketUrl = await page.inputValue("#connect-url");
+  const channelId = new URL(websocketUrl).pathname.split("/").pop();
+  emit("subscribed", { channel_id: channelId, websocket_url: websocketUrl, result: await text("#subscribe-result") });
+
+  // 3. Connect from the channel list.
+  await page.click(`#channels-body tr[data-channel-id="${channelId}"] button.choose`);
+  await page.waitForSelector("#connection-state[data-state=connected]");
+  await page.waitForSelector("#recovery-fields dd[data-field=replayed]");
+  emit("connected", { state: await text("#connection-state"), recovery: await recoveryPanel() });
+
+  // 4. Publish from the page, with the publisher key typed in.
+  await page.fill("#publisher-key", config.publisher_key);
+  await page.selectOption("#publish-form select[name=event_type]", "claim_submitted");
+  await page.fill("#publish-form [name=claim_id]", config.claim_id);
+  await page.fill("#publish-form [name=data]", '{"amount": 120.5}');
+  await page.click("#publish-form button[type=submit]");
+  await page.waitForSelector("#publish-result[data-kind=ok]");
+  await page.waitForSelector('#events-body tr[data-sequence="1"]');
+  emit("published", {
+    result: await text("#publish-result"),
+    publish_form: {
+      organisation_id: await page.inputValue("#publish-form [name=organisation_id]"),
+      user_id: await page.inputValue("#publish-form [name=user_id]"),
+    },
+    rows: await eventRows(),
+  });
+  await shot("2-live");
+
+  // 5. Drop; the test publishes while the page is away.
+  await page.click("#drop");
+  await page.waitForSelector("#connection-state[data-state=dropped]");
+  emit("dropped", { state: await text("#connection-state") });
+  await shot("3-dropped");
+  const next = await command();
+  if (next !== "resume") throw new Error(`expected "resume" on stdin, got ${JSON.stringify(next)}`);
+
+  // 6. Resume: the recovery panel and the replayed rows.
+  await page.click("#resume");
+  await page.waitForSelector("#connection-state[data-state=connected]");
+  await page.waitForSelector('#events-body tr[data-sequence="3"]');
+  emit("resumed", {
+    recovery: await recoveryPanel(),
+    rows: await eventRows(),
+    last_sequence: await text("#last-sequence"),
+    duplicates: await text("#duplicates"),
+  });
+
+  // 7. The channel list: refreshed, it shows the channel's status and its three events.
+  const row = `#channels-body tr[data-channel-id="${channelId}"]`;
+  await page.click("#channels-refresh");
+  // (The status is written by the server as the socket attaches; the page refreshes every 5 s.)
+  await page.waitForFunction(
+    (selector) =>
+      document.querySelector(`${selector} td.count`)?.textContent === "3" &&
+      document.querySelector(selector)?.dataset.status === "connected",
+    row,
+  );
+  emit("channel_row", {
+    status: await page.locator(row).getAttribute("data-status"),
+    count: await text(`${row} td.count`),
+    total: await text("#channels-total"),
+  });
+  await shot("4-resumed");
+  emit("done", { problems, foreign, websockets });
+} catch (error) {
+  emit("error", { message: String(error?.stack ?? error), problems, foreign });
+  await shot("failure").catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  process.stdin.destroy();
+}

@@ -1,0 +1,239 @@
+"""The live console (/console/) end to end in a real headless Chromium, and how it is served.
+
+Node runs tests/integration/js/console.mjs, which drives Debian's chromium with playwright-core
+(both installed by the repository's own files: .ci/run and package-lock.json) and prints one
+JSON line per step; this side publishes over HTTP while the page is away. Screenshots are
+written to test-artifacts/console-*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from claims_realtime.app import load_spec
+from claims_realtime.console import INSTALL_HINT, ConsoleRoute
+from tests.helpers import PUBLISHER_KEY, ROOT, assert_problem, unique
+from tests.integration.test_js_client import run_node
+from tests.server import Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.node]
+
+SCRIPT = ROOT / "tests" / "integration" / "js" / "console.mjs"
+ARTIFACTS = ROOT / "test-artifacts"
+STEP = 30.0  # seconds: the bound of each step (the script bounds each wait in the page at 10 s)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def chromium_executable() -> str:
+    """Debian's chromium: required under CI (.ci/run installs it), else skipped with why."""
+    name = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed: `apt-get install -y chromium` (.ci/run does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    if not (ROOT / "node_modules" / "playwright-core" / "package.json").is_file():
+        pytest.fail("node_modules/playwright-core is missing: run `make test` (it runs `npm ci`)")
+    return path
+
+
+def enum(name: str) -> list[str]:
+    values: list[str] = load_spec()["components"]["schemas"][name]["enum"]
+    return values
+
+
+async def test_console_subscribes_publishes_drops_and_shows_the_replay(
+    server: Server, tmp_path: Path
+) -> None:
+    chromium = chromium_executable()
+    org, user, claim = unique("org"), unique("usr"), unique("clm")
+    config = {
+        "base_url": server.base_url,
+        "chromium": chromium,
+        "publisher_key": PUBLISHER_KEY,
+        "organisation_id": org,
+        "user_id": user,
+        "claim_id": claim,
+        "artifacts": str(ARTIFACTS),
+    }
+    for old in ARTIFACTS.glob("console-*.png"):
+        old.unlink()
+    async with run_node(tmp_path, str(SCRIPT), json.dumps(config)) as page:
+
+        async def step(kind: str) -> dict[str, Any]:
+            line = await page.expect(kind, timeout=STEP)
+            assert "error" not in page.kinds(), page.report()
+            return line
+
+        # The forms are built from the OpenAPI document the server serves.
+        ready = await step("ready")
+        assert ready["url"] == f"{server.base_url}/console/"
+        types = [option["text"].split(" — ")[0] for option in ready["operations"]]
+        assert sorted(types) == sorted(enum("SubscriptionType"))
+        assert ready["event_types"] == enum("EventType")
+        assert ready["status_filter"] == ["", *enum("ChannelStatus")]
+        assert ready["type_filter"] == ["", *enum("SubscriptionType")]
+
+        # An organisation subscription created in the page...
+        subscribed = await step("subscribed")
+        channel_id = subscribed["channel_id"]
+        assert subscribed["websocket_url"] == f"ws://127.0.0.1:{server.port}/channels/{channel_id}"
+        async with server.client() as http:
+            detail = (await http.get(f"/api/v1/realtime-subscriptions/{channel_id}")).json()
+        assert (detail["subscription_type"], detail["organisation_id"], detail["user_id"]) == (
+            "organisation_claims",
+            org,
+            user,
+        )
+        # ...connected from the channel list: a fresh channel replays nothing.
+        connected = await step("connected")
+        assert connected["recovery"]["fields"] == {
+            "channel_id": channel_id,
+            "resumed_from": 0,
+            "head_sequence": 0,
+            "replayed": 0,
+            "recovered": True,
+            "first_available_sequence": 1,
+            "unavailable": 0,
+        }
+
+        # An event published from the page (publisher key typed in) arrives live.
+        published = await step("published")
+        assert published["publish_form"] == {"organisation_id": org, "user_id": user}
+        [first] = published["rows"]
+        assert first["event_id"] in published["result"]
+        assert first == {
+            "sequence": 1,
+            "event_id": first["event_id"],
+            "replayed": False,
+            "type": "claim_submitted",
+            "claim_id": claim,
+            "badge": "live",
+        }
+
+        # Dropped: two events published by the test are missed...
+        await step("dropped")
+        missed = []
+        for event_type in ("status_changed", "comment_added"):
+            result = await server.publish(
+                event_type=event_type, claim_id=claim, organisation_id=org, user_id=user
+            )
+            assert result["channels"] == 1, result
+            missed.append((event_type, result["event_id"]))
+        await page.send("resume")
+
+        # ...and replayed on resume, marked as replayed, each once.
+        resumed = await step("resumed")
+        assert resumed["recovery"]["fields"] == {
+            "channel_id": channel_id,
+            "resumed_from": 1,
+            "head_sequence": 3,
+            "replayed": 2,
+            "recovered": True,
+            "first_available_sequence": 1,
+            "unavailable": 0,
+        }
+        assert resumed["recovery"]["summary"].startswith("Resumed after sequence 1: 2 event(s)")
+        assert resumed["rows"] == [
+            first,
+            *(
+                {
+                    "sequence": sequence,
+                    "event_id": event_id,
+                    "replayed": True,
+                    "type": event_type,
+                    "claim_id": claim,
+                    "badge": "replayed",
+                }
+                for sequence, (event_type, event_id) in enumerate(missed, 2)
+            ),
+        ]
+        assert (resumed["last_sequence"], resumed["duplicates"]) == ("3", "0")
+
+        # The channel list shows the channel's status and its event count.
+        row = await step("channel_row")
+        assert (row["status"], row["count"]) == ("connected", "3")
+
+        done = await step("done")
+        assert await page.finish(timeout=STEP) == 0, page.report()
+    assert done["problems"] == [], "the page logged errors"
+    assert done["foreign"] == [], "the page loaded something from another origin"
+    assert len(done["websockets"]) == 2, done  # one per connection: before and after the drop
+    for name in ("1-ready", "2-live", "3-dropped", "4-resumed"):
+        assert (ARTIFACTS / f"console-{name}.png").read_bytes().startswith(PNG), name
+
+
+async def test_console_files_are_served_with_the_npm_client_bundle(
+    api: httpx.AsyncClient,
+) -> None:
+    redirect = await api.get("/console")
+    assert (redirect.status_code, redirect.headers["location"]) == (308, "/console/")
+
+    index = await api.get("/console/")
+    assert index.status_code == 200
+    assert index.headers["content-type"] == "text/html; charset=utf-8"
+    csp = index.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert '<script type="module" src="console.js">' in index.text
+    for name in ("console.js", "console.css"):
+        response = await api.get(f"/console/{name}")
+        assert response.status_code == 200, name
+        assert response.content == (ROOT / "console" / name).read_bytes()
+    script = (await api.get("/console/console.js")).text
+    assert 'import { io } from "./vendor/socket.io.esm.min.js"' in script
+
+    bundle = await api.get("/console/vendor/socket.io.esm.min.js")
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"] == "text/javascript; charset=utf-8"
+    installed = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.esm.min.js"
+    assert bundle.content == installed.read_bytes()
+    head = await api.head("/console/vendor/socket.io.esm.min.js")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(bundle.content))
+
+
+async def test_console_answers_problems_for_unknown_files_and_methods(
+    api: httpx.AsyncClient,
+) -> None:
+    for path in ("/console/nope.js", "/console/..%2Fpyproject.toml", "/console/vendor/"):
+        assert_problem(await api.get(path), 404)
+    for method in ("POST", "PUT", "DELETE"):
+        response = await api.request(method, "/console/")
+        assert_problem(response, 405)
+        assert response.headers["allow"] == "GET, HEAD"
+    # The API behind it is untouched: MethodGuard still answers its own 405s.
+    response = await api.delete("/api/v1/realtime-subscriptions")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET"
+    assert (await api.get("/consoles")).status_code == 404  # not a console path
+
+
+async def test_console_says_how_to_install_the_client_when_node_modules_is_missing(
+    tmp_path: Path,
+) -> None:
+    passed_on: list[str] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        passed_on.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = ConsoleRoute(inner, vendor=tmp_path / "missing")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        page = await http.get("/console/")
+        assert page.status_code == 503
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert INSTALL_HINT in page.text and "npm ci" in INSTALL_HINT
+        problem = assert_problem(await http.get("/console/vendor/socket.io.esm.min.js"), 503)
+        assert problem["detail"] == INSTALL_HINT
+        assert (await http.get("/api/v1/health/live")).status_code == 204
+    assert passed_on == ["/api/v1/health/live"]
