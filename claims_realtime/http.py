@@ -31,6 +31,7 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from models.db import database_unavailable
 from models.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,10 @@ async def http_problem(request: ConnexionRequest, exc: Exception) -> ConnexionRe
 
 
 async def unexpected_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:  # a 503 the client may retry, not a failure of ours
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return await domain_error(request, unavailable)
     # Never leak a stack trace or internals to the client; the log has the details.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _problem_response(

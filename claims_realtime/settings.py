@@ -75,6 +75,9 @@ class Settings:
     #: (its sockets are forgotten and its channels marked disconnected).
     node_heartbeat_seconds: float = 5.0
     node_stale_seconds: float = 20.0
+    #: Packets one connection may have queued, unsent, before the server drops it as a slow
+    #: consumer (see realtime.fanout.MAX_SOCKET_BACKLOG for how the default was sized).
+    max_socket_backlog: int = 10_000
     #: `public` (the contract: no caller authentication) or `jwt` (bearer tokens required on
     #: the management API; see claims_realtime/auth.py and README "Authentication modes").
     auth_mode: str = "public"
@@ -114,6 +117,7 @@ class Settings:
             history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
             node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
             node_stale_seconds=_duration(env, "NODE_STALE_AFTER", 20.0),
+            max_socket_backlog=_int(env, "MAX_SOCKET_BACKLOG", 10_000, minimum=100),
             **_access_settings(env),
         )
 

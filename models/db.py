@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ from urllib.parse import urlsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.migrations.executor import MigrationExecutor
+
+from models.errors import Unavailable
 
 MODEL_MODULES = ["models.channel", "models.event", "models.presence"]
 MIGRATIONS_MODULE = "models.migrations"
@@ -194,6 +198,64 @@ async def update_by_id(
         parameters = [value for pair in chunk for value in pair]
         parameters += list((also or {}).values()) + [row_id for row_id, _ in chunk]
         await connection.execute_query(sql_for(connection, query), parameters)
+
+
+#: SQLite errors that mean "not now" rather than "wrong": another writer, a full disk.
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def _means_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, DBConnectionError | OSError):  # refused, reset, timed out
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        asyncpg = None
+    if asyncpg is not None:
+        # SQLSTATE class 08 (connection), 53 (resources, e.g. too many connections) and
+        # 57 (operator intervention: shutdown, "the database system is starting up").
+        postgres_down = (
+            asyncpg.PostgresConnectionError,
+            asyncpg.InsufficientResourcesError,
+            asyncpg.OperatorInterventionError,
+        )
+        if isinstance(exc, postgres_down):
+            return True
+        if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+            return True  # "connection is closed", "pool is closed"
+    message = str(exc).lower()
+    return isinstance(exc, OperationalError | sqlite3.OperationalError) and any(
+        text in message for text in _SQLITE_UNAVAILABLE
+    )
+
+
+def database_unavailable(exc: BaseException) -> Unavailable | None:
+    """The Unavailable (503) an error means when the database cannot be reached or cannot
+    take the work now (connection refused or lost, PostgreSQL restarting, SQLite locked),
+    or None for any other error. The one place such errors are recognised: the HTTP error
+    handler asks it about every unexpected exception.
+
+    The exception's causes are examined too: a transaction whose connection died raises
+    from its rollback, with the original failure as context.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _means_unavailable(current):
+            return Unavailable(
+                "The database is unavailable; retry later. An ingestion retried with the "
+                "same event_id is recorded at most once.",
+                {"database": "unavailable"},
+            )
+        current = current.__cause__ or current.__context__
+    return None
 
 
 async def database_reachable(timeout: float = 2.0) -> bool:

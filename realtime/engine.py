@@ -93,13 +93,25 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
 
     writer = asyncio.ensure_future(_write(socket, ws))
     try:
-        with contextlib.suppress(TimeoutError):  # the peer stopped talking
+        with contextlib.suppress(TimeoutError):  # the peer stopped talking, or was aborted
             await _read(socket, ws, server)
     finally:
-        await socket.queue.put(None)  # unlock the writer so it can exit
-        with contextlib.suppress(Exception):
-            await writer
+        if getattr(socket, "lean_aborted", False):
+            writer.cancel()  # it may be waiting forever to send to a peer that stopped reading
+        else:
+            await socket.queue.put(None)  # unlock the writer so it can exit
+        await asyncio.wait([writer])
         await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+def abort_connection(socket: Any) -> None:
+    """End a socket's websocket connection now, even if its peer stopped reading (its
+    writer then waits on a full TCP buffer and would never see a close): the reader's
+    deadline is moved to now, and the writer cancelled. No-op for a polling socket."""
+    socket.lean_aborted = True
+    deadline: asyncio.Timeout | None = getattr(socket, "lean_deadline", None)
+    if deadline is not None and not deadline.expired():
+        deadline.reschedule(asyncio.get_running_loop().time())
 
 
 async def _upgrade(socket: Any, ws: LeanWebSocket, server: Any) -> bool:
@@ -136,6 +148,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
     silence = server.ping_interval + server.ping_timeout
     hook = getattr(server, "frame_hook", None)
     async with asyncio.timeout(loop.time() + silence) as deadline:
+        socket.lean_deadline = deadline  # for abort_connection()
         moved = loop.time()
         while True:
             try:
@@ -143,7 +156,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             except Exception:  # the connection went away, or sent too much
                 return
             now = loop.time()
-            if now - moved >= _DEADLINE_STEP:
+            if now - moved >= _DEADLINE_STEP and not getattr(socket, "lean_aborted", False):
                 deadline.reschedule(now + silence)
                 moved = now
             if hook is not None and isinstance(data, str) and hook(socket, data):

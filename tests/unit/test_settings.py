@@ -58,8 +58,15 @@ def test_durations(ttl: str, seconds: float) -> None:
         ({"HISTORY_TTL": "soon"}, "HISTORY_TTL must be a duration"),
         ({"HISTORY_TTL": "0"}, "HISTORY_TTL must be positive"),
         ({"PUBLIC_URL": "realtime.example.com"}, "PUBLIC_URL must start with"),
+        ({"MAX_SOCKET_BACKLOG": "many"}, "MAX_SOCKET_BACKLOG must be an integer"),
+        ({"MAX_SOCKET_BACKLOG": "10"}, "MAX_SOCKET_BACKLOG must be >= 100"),
     ],
 )
 def test_bad_values_are_refused_clearly(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
+
+
+def test_max_socket_backlog() -> None:
+    assert Settings().max_socket_backlog == 10_000
+    assert Settings.from_env({"MAX_SOCKET_BACKLOG": "500"}).max_socket_backlog == 500
