@@ -96,6 +96,15 @@ try {
   const operations = await optionTexts("#subscribe-operation");
   const organisation = operations.find((option) => option.text.startsWith("organisation_claims"));
   await page.selectOption("#subscribe-operation", organisation.value);
+  // A bad id first: the API's problem+json is shown and the field it names is marked.
+  await page.fill("#subscribe-form [name=organisation_id]", "not valid");
+  await page.fill("#subscribe-form [name=user_id]", config.user_id);
+  await page.click("#subscribe-form button[type=submit]");
+  await page.waitForSelector("#subscribe-result[data-kind=error]");
+  emit("refused", {
+    result: await text("#subscribe-result"),
+    invalid: await page.locator("#subscribe-form [aria-invalid=true]").evaluateAll((nodes) => nodes.map((n) => n.name)),
+  });
   await page.fill("#subscribe-form [name=organisation_id]", config.organisation_id);
   await page.fill("#subscribe-form [name=user_id]", config.user_id);
   await page.click("#subscribe-form button[type=submit]");
