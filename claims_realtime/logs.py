@@ -65,10 +65,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """Root logging at `level` in `log_format`; uvicorn's own handlers get the same format."""
     logging.setLogRecordFactory(_record_factory)
     formatter = formatter_for(log_format)
+    # As before: sets the level and a handler only when nothing configured logging yet
+    # (under pytest, its capture handlers and levels stay as the tests set them).
     logging.basicConfig(level=level)
-    root = logging.getLogger()
-    root.setLevel(level)
-    for handler in root.handlers:
+    for handler in logging.getLogger().handlers:
         if type(handler) in (logging.StreamHandler, logging.FileHandler):
             handler.setFormatter(formatter)
     if log_format == "json":
