@@ -40,6 +40,10 @@ class Publisher:
         #: Attempts answered by anything but a 202 (connection refused or reset, 503).
         self.failures = 0
         self.batches = 0
+        #: Set once the crash happened: past `hold_at` batches the publisher waits for it, so
+        #: that the stream is never over before the kill, however slow the machine.
+        self.crashed = asyncio.Event()
+        self.hold_at = 0
 
     def batch(self) -> list[dict[str, Any]]:
         return [
@@ -55,7 +59,10 @@ class Publisher:
 
     async def run(self, batches: int) -> None:
         deadline = time.monotonic() + 4 * WAIT
+        self.hold_at = batches * 2 // 3
         for number in range(batches):
+            if number == self.hold_at:
+                await self.crashed.wait()
             events = self.batch()
             while True:
                 assert time.monotonic() < deadline, "publishing never got through"
@@ -143,6 +150,7 @@ async def test_kill_9_mid_stream_loses_nothing_accepted_and_clients_resume_exact
         await wait_until(lambda: publisher.batches >= 20, "20 batches")
         await wait_until(lambda: clients[0].last_sequence, "the first deliveries")
         server.stop(kill=True)
+        publisher.crashed.set()
         before_restart = [client.last_sequence or 0 for client in clients]
         await asyncio.to_thread(server.start)  # same port, same database
         await publishing
@@ -232,6 +240,7 @@ async def test_one_of_two_processes_killed_its_clients_resume_on_the_other(
         await wait_until(lambda: publisher.batches >= 15, "15 batches")
         await wait_until(lambda: on_b[0].last_sequence, "the first deliveries")
         b.stop(kill=True)
+        publisher.crashed.set()
         had = [client.last_sequence or 0 for client in on_b]
         for client in on_b:
             await client.close()  # it would only retry the dead process
