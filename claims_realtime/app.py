@@ -4,6 +4,7 @@
       └── MetricsRoute            GET /metrics -> Prometheus text (handlers/metrics.py)
           └── ConsoleRoute        GET /console/ -> the live console (claims_realtime/console.py)
           └── MethodGuard         undeclared methods -> 405 with an exact Allow
+              (inside BodyLimit: bodies over MAX_REQUEST_BYTES -> 413)
               └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
@@ -28,7 +29,13 @@ import yaml
 from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
 from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
-from claims_realtime.http import ERROR_HANDLERS, MethodGuard, SnakeCaseResolver, validator_map
+from claims_realtime.http import (
+    ERROR_HANDLERS,
+    BodyLimit,
+    MethodGuard,
+    SnakeCaseResolver,
+    validator_map,
+)
 from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.publisher_key import resolve_publisher_key
@@ -39,6 +46,7 @@ from models.db import close_database, open_database
 from models.history import Retention
 from realtime.broker import create_broker
 from realtime.hub import Hub
+from realtime.limits import FailureLimiter
 from realtime.metrics import process_exited
 from realtime.server import create_socket_server
 
@@ -110,6 +118,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         heartbeat_interval=settings.node_heartbeat_seconds,
         stale_after=settings.node_stale_seconds,
         max_socket_backlog=settings.max_socket_backlog,
+        connect_failures=FailureLimiter(
+            settings.connect_failure_limit, settings.connect_failure_window_seconds
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -150,6 +161,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     http_app: Any = MethodGuard(api, load_spec(), BASE_PATHS)
     # GET /console/: the live event console's static files, beside the document.
     http_app = ConsoleRoute(http_app)
+    # Bodies over MAX_REQUEST_BYTES get a 413 before they are read whole.
+    http_app = BodyLimit(http_app, settings.max_request_bytes)
     # CORS outside MethodGuard: preflights (OPTIONS) are not operations of the document.
     http_app = RequestId(http_cors(http_app, settings.cors_allowed_origins))
     # GET /metrics at the root, beside the document (handlers/metrics.py); it also times

@@ -286,3 +286,71 @@ class MethodGuard:
         ]
         await send({"type": "http.response.start", "status": 405, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Answers 413 for a request body larger than `max_bytes`, before reading it all.
+
+    A declared Content-Length over the cap is refused without reading a byte; otherwise
+    (chunked bodies, or a client sending more than it declared) the body is counted while
+    it streams in and refused as soon as it passes the cap. A body within the cap is handed
+    on whole: Connexion reads bodies whole anyway, so memory stays bounded by the cap.
+    Engine.IO long-polling never gets here (Socket.IO is the outer app, with its own cap).
+    """
+
+    def __init__(self, app: t.Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send, f"Content-Length {declared} is over the limit")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send, "The request body is over the limit")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, t.Any]:
+            nonlocal replayed
+            if replayed:
+                return t.cast("dict[str, t.Any]", await receive())
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: t.Any, why: str) -> None:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Content Too Large",
+                "status": 413,
+                "detail": f"{why}: request bodies may be at most {self.max_bytes} bytes.",
+                "field": "body",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            # The rest of the body is not read: the connection cannot be reused.
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA_DIR = Path("data")
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: Below this, a single event with 16 KiB of `data` might not fit.
+MIN_REQUEST_BYTES = 64 * 1024
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -68,6 +71,16 @@ class Settings:
     history_ttl_seconds: float = 7 * 86400.0
     #: Largest accepted `data` object of one claim event, in bytes of compact JSON.
     max_event_data_bytes: int = 16 * 1024
+    #: Largest request body, in bytes (413 beyond). The biggest legitimate body is a full
+    #: batch: 500 events of up to 16 KiB `data` plus ids (~8.5 MiB as compact JSON); 16 MiB
+    #: leaves room for whitespace and \u-escaped non-ASCII text in `data`.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Most active (not closed) channels one `user_id` may have; 0: no limit.
+    max_channels_per_user: int = 100
+    #: Connect attempts with bad credentials per client address within the window, after
+    #: which that address is refused (`rate_limited`) until they age out; 0: no limit.
+    connect_failure_limit: int = 20
+    connect_failure_window_seconds: float = 60.0
     #: How often confirmed/delivered positions are written back, and history pruned.
     flush_interval_seconds: float = 0.5
     prune_interval_seconds: float = 60.0
@@ -117,6 +130,12 @@ class Settings:
             history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
             node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
             node_stale_seconds=_duration(env, "NODE_STALE_AFTER", 20.0),
+            max_request_bytes=_int(
+                env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=MIN_REQUEST_BYTES
+            ),
+            max_channels_per_user=_int(env, "MAX_CHANNELS_PER_USER", 100),
+            connect_failure_limit=_int(env, "CONNECT_FAILURE_LIMIT", 20),
+            connect_failure_window_seconds=_duration(env, "CONNECT_FAILURE_WINDOW", 60.0),
             max_socket_backlog=_int(env, "MAX_SOCKET_BACKLOG", 10_000, minimum=100),
             **_access_settings(env),
         )

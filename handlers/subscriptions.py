@@ -57,6 +57,7 @@ async def subscribe_to_organisation_claims(body: dict[str, Any]) -> Reply:
         organisation_id=body["organisation_id"],
         user_id=body["user_id"],
         event_types=body.get("event_types"),
+        max_active=app_state.settings().max_channels_per_user,
     )
     return reply(
         created_subscription(created.channel, created.token, app_state.public_base_url()), 201
@@ -74,6 +75,7 @@ async def subscribe_to_user_claims(body: dict[str, Any]) -> Reply:
         SubscriptionType.USER_CLAIMS,
         user_id=body["user_id"],
         event_types=body.get("event_types"),
+        max_active=app_state.settings().max_channels_per_user,
     )
     return reply(
         created_subscription(created.channel, created.token, app_state.public_base_url()), 201

@@ -6,6 +6,7 @@ DomainError
 ├── Forbidden           403  the caller may not do this (AUTH_MODE=jwt; may name a field)
 ├── ChannelNotFound     404  no channel has this id
 ├── EventIdConflict     409  an event_id was reused for a different event
+├── TooManyChannels     409  the user_id has MAX_CHANNELS_PER_USER active channels already
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
 └── Unavailable         503  a dependency (database, Redis) cannot be reached
 """
@@ -83,6 +84,21 @@ class EventIdConflict(DomainError):
 
     def extensions(self) -> dict[str, object]:
         return {"field": self.field}
+
+
+class TooManyChannels(DomainError):
+    status = 409
+    title = "Conflict"
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        super().__init__(
+            f"user_id {user_id} already has {limit} active channels, the most allowed; "
+            "close one (DELETE /realtime-subscriptions/{channel_id}) before creating another."
+        )
+        self.limit = limit
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": "user_id", "limit": self.limit}
 
 
 class ChannelClosed(DomainError):

@@ -10,7 +10,11 @@ from tortoise.transactions import in_transaction
 from models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, SubscriptionType
 from models.clock import utcnow
 from models.credentials import hash_secret, new_channel_id, new_token
-from models.errors import ChannelClosed, ChannelNotFound
+from models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
+
+#: First key of the advisory locks serialising channel creation per user (PostgreSQL):
+#: keeps them apart from any other use of advisory locks in the same database.
+CREATE_LOCK_SPACE = 0x63686E6C  # "chnl"
 
 
 @dataclass(frozen=True)
@@ -43,19 +47,42 @@ async def create_channel(
     user_id: str,
     organisation_id: str | None = None,
     event_types: Sequence[str] | None = None,
+    max_active: int = 0,
 ) -> NewChannel:
-    """Create a channel; it starts `connected`, as the contract shows."""
+    """Create a channel; it starts `connected`, as the contract shows.
+
+    With `max_active` > 0, TooManyChannels if `user_id` already has that many channels
+    that are not closed. The count and the insert share one transaction, serialised per
+    user: on PostgreSQL by a transaction-scoped advisory lock on the user id (two
+    concurrent creates would otherwise both count 99 and both insert); SQLite runs one
+    transaction at a time per process already (Tortoise holds a lock around each).
+    """
     token = new_token()
-    channel = await Channel.create(
-        id=new_channel_id(),
-        subscription_type=subscription_type,
-        organisation_id=organisation_id,
-        user_id=user_id,
-        event_types=canonical_event_types(event_types),
-        status=ChannelStatus.CONNECTED,
-        token_hash=hash_secret(token),
-        created_at=utcnow(),
-    )
+    async with in_transaction() as connection:
+        if max_active > 0:
+            if connection.capabilities.dialect == "postgres":
+                await connection.execute_query(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", [CREATE_LOCK_SPACE, user_id]
+                )
+            active = (
+                await Channel.filter(user_id=user_id)
+                .exclude(status=ChannelStatus.CLOSED)
+                .using_db(connection)
+                .count()
+            )
+            if active >= max_active:
+                raise TooManyChannels(user_id, max_active)
+        channel = await Channel.create(
+            using_db=connection,
+            id=new_channel_id(),
+            subscription_type=subscription_type,
+            organisation_id=organisation_id,
+            user_id=user_id,
+            event_types=canonical_event_types(event_types),
+            status=ChannelStatus.CONNECTED,
+            token_hash=hash_secret(token),
+            created_at=utcnow(),
+        )
     return NewChannel(channel=channel, token=token)
 
 

@@ -35,6 +35,10 @@ FATAL_CODES = frozenset(
         "last_sequence_ahead",
     }
 )
+#: Refusals after which reconnecting later can succeed: python-socketio's reconnection
+#: loop keeps retrying with its randomised backoff. `rate_limited`: this address presented
+#: too many bad tokens recently (the server's CONNECT_FAILURE_LIMIT per window).
+TRANSIENT_CODES = frozenset({"rate_limited", "internal_error"})
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,17 @@ class LeanEngineServer(engineio.AsyncServer):
             # A copy: the driver's table is shared by every server in the process.
             self._async = {**self._async, "websocket": LeanWebSocket}
 
+    async def disconnect(self, sid: str | None = None) -> None:
+        """python-engineio's, without waiting for the client to drain its queue: a polling
+        client that is gone never does, and the request that asked for the disconnect (a
+        POST over max_http_buffer_size) then hung until shutdown."""
+        sockets = [sid] if sid is not None else list(self.sockets)
+        for key in sockets:
+            socket = self.sockets.get(key)
+            if socket is not None:
+                await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+                self.sockets.pop(key, None)
+
 
 async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
     """python-engineio's `AsyncSocket._websocket_handler`, with the waiting done leanly."""
@@ -136,11 +147,32 @@ async def _upgrade(socket: Any, ws: LeanWebSocket, server: Any) -> bool:
     return True
 
 
+class PacketTooLarge(ValueError):
+    """A frame over the server's max_http_buffer_size."""
+
+
+#: What a client may send over websocket: PONG, MESSAGE, UPGRADE, CLOSE.
+_CLIENT_PACKET_TYPES = frozenset(
+    {eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE, eio_packet.CLOSE}
+)
+
+
 async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
     data: str | bytes = await ws.wait()
     if data and len(data) > server.max_http_buffer_size:
-        raise ValueError("packet is too large")
+        raise PacketTooLarge(
+            f"a frame of {len(data)} bytes (the limit is {server.max_http_buffer_size})"
+        )
     return data
+
+
+def _refuse(socket: Any, what: str, data: str | bytes | None = None) -> None:
+    """Log a protocol violation; the caller then ends the connection, so this is logged
+    once per connection however much garbage the client sends."""
+    sample = "" if data is None else f" {data!r:.40}"
+    log.warning(
+        "hostile or broken client %s: sent %s%s; closing the connection", socket.sid, what, sample
+    )
 
 
 async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
@@ -153,7 +185,10 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
         while True:
             try:
                 data = await _frame(ws, server)
-            except Exception:  # the connection went away, or sent too much
+            except PacketTooLarge as exc:
+                _refuse(socket, str(exc))
+                return
+            except Exception:  # the connection went away
                 return
             now = loop.time()
             if now - moved >= _DEADLINE_STEP and not getattr(socket, "lean_aborted", False):
@@ -162,9 +197,17 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             if hook is not None and isinstance(data, str) and hook(socket, data):
                 continue
             try:
-                await socket.receive(eio_packet.Packet(encoded_packet=data))
-            except eio_exceptions.UnknownPacketError:
-                pass
+                pkt = eio_packet.Packet(encoded_packet=data)
+            except Exception:  # ValueError, IndexError, binascii.Error, RecursionError...
+                _refuse(socket, "an undecodable Engine.IO packet", data)
+                return
+            if pkt.packet_type not in _CLIENT_PACKET_TYPES:
+                # python-engineio would ignore OPEN/PING/NOOP silently, and fail (a logged
+                # traceback, every time) on a type it has no name for.
+                _refuse(socket, f"an Engine.IO packet of type {pkt.packet_type}", data)
+                return
+            try:
+                await socket.receive(pkt)
             except eio_exceptions.SocketIsClosedError:
                 server.logger.info("Receive error -- socket is closed")
                 return

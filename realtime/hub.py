@@ -28,6 +28,11 @@ from models.history import Retention
 from realtime import metrics, relay
 from realtime.broker import Broker
 from realtime.fanout import MAX_SOCKET_BACKLOG, Entries, Fanout, Subscriber
+from realtime.limits import (
+    DEFAULT_CONNECT_FAILURE_LIMIT,
+    DEFAULT_CONNECT_FAILURE_WINDOW,
+    FailureLimiter,
+)
 from realtime.namespace import ChannelNamespace
 from realtime.protocol import (
     CHANNEL_CLOSED,
@@ -69,6 +74,7 @@ class Hub:
         prune_interval: float = 60.0,
         heartbeat_interval: float = 5.0,
         stale_after: float = 20.0,
+        connect_failures: FailureLimiter | None = None,
         max_socket_backlog: int = MAX_SOCKET_BACKLOG,
     ) -> None:
         #: This process, as the presence table and the broker know it.
@@ -84,6 +90,12 @@ class Hub:
         #: Past `max_socket_backlog` unsent packets a connection is dropped (slow consumer);
         #: its namespaces' disconnect then detaches it like any other (see detach()).
         self.fanout = Fanout(sio, self._read_history, max_backlog=max_socket_backlog)
+        #: Connect attempts with bad credentials per client address (see realtime.limits).
+        self.connect_failures = (
+            connect_failures
+            if connect_failures is not None
+            else FailureLimiter(DEFAULT_CONNECT_FAILURE_LIMIT, DEFAULT_CONNECT_FAILURE_WINDOW)
+        )
         sio.on_sequence_ack = self.fanout.confirm
         sio.on_namespace_connected = self._on_namespace_connected
         sio.register_namespace(ChannelNamespace(self))

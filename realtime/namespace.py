@@ -4,17 +4,25 @@ and what clients may send (`ack`)."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
+from realtime.limits import client_address
 from realtime.protocol import Refusal, channel_id_of
 
 if TYPE_CHECKING:
     from realtime.hub import Hub
 
 log = logging.getLogger(__name__)
+
+#: Refusals that count against the client's address (see realtime.limits.FailureLimiter):
+#: presenting a token, or guessing a channel, that is not right.
+CREDENTIAL_FAILURES = frozenset({"token_required", "channel_not_found", "invalid_token"})
+#: Refusals only a broken or hostile client earns: logged, once per connection.
+MALFORMED = frozenset({"not_a_channel", "invalid_last_sequence"})
 
 
 class ChannelNamespace(socketio.AsyncNamespace):
@@ -32,7 +40,17 @@ class ChannelNamespace(socketio.AsyncNamespace):
         self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None
     ) -> None:
         channel_id = channel_id_of(namespace)
+        address = client_address(environ)
+        limiter = self.hub.connect_failures
         try:
+            # First, and at constant cost: an address that keeps presenting bad credentials
+            # gets no further look at any token until its failures age out.
+            if limiter.blocked(address):
+                raise Refusal(
+                    "rate_limited",
+                    "Too many connection attempts with bad credentials from this address; "
+                    f"retry in {math.ceil(limiter.retry_after(address))} s.",
+                )
             if channel_id is None:
                 raise Refusal(
                     "not_a_channel",
@@ -42,6 +60,7 @@ class ChannelNamespace(socketio.AsyncNamespace):
             eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
             await self.hub.attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
         except Refusal as refusal:
+            self._refused(namespace, sid, address, refusal)
             raise ConnectionRefusedError(refusal.message, {"code": refusal.code}) from None
         except Exception:
             # python-socketio retries a handler that raised TypeError with another
@@ -49,17 +68,37 @@ class ChannelNamespace(socketio.AsyncNamespace):
             log.exception("connect to %s failed", namespace)
             raise ConnectionRefusedError("internal error", {"code": "internal_error"}) from None
 
+    def _refused(self, namespace: str, sid: str, address: str, refusal: Refusal) -> None:
+        if refusal.code in CREDENTIAL_FAILURES:
+            limiter = self.hub.connect_failures
+            limiter.failed(address)
+            if limiter.blocked(address):
+                log.warning(
+                    "refusing connections from %s for up to %.0f s: %d bad credentials",
+                    address,
+                    limiter.window,
+                    limiter.limit,
+                )
+        elif refusal.code in MALFORMED:
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+            self.server.misbehaviour.note(
+                eio_sid or sid, "connect to %.80s refused: %s", namespace, refusal.code
+            )
+
     async def on_disconnect(self, namespace: str, sid: str, reason: Any = None) -> None:
         channel_id = channel_id_of(namespace)
         if channel_id is not None:
             await self.hub.detach(channel_id, sid)
 
-    async def on_ack(self, namespace: str, sid: str, data: Any = None) -> None:
+    async def on_ack(self, namespace: str, sid: str, data: Any = None, *extra: Any) -> None:
         """`ack {sequence}`: the client confirms everything up to `sequence`."""
         channel_id = channel_id_of(namespace)
         sequence = data.get("sequence") if isinstance(data, dict) else None
-        if channel_id is None or not _is_sequence(sequence):
-            log.info("ignoring malformed ack from %s on %s", sid, namespace)
+        if channel_id is None or extra or not _is_sequence(sequence):
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+            self.server.misbehaviour.note(
+                eio_sid or sid, "sent a malformed ack %.80r on %.80s", data, namespace
+            )
             return
         self.hub.fanout.confirm(sid, channel_id, sequence)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -9,11 +10,26 @@ from typing import Any
 import socketio
 
 from realtime.engine import LeanEngineServer
+from realtime.limits import Misbehaviour
 from realtime.protocol import channel_id_of
 
+log = logging.getLogger(__name__)
+
 #: An Engine.IO MESSAGE frame carrying a Socket.IO ACK on a channel namespace:
-#: `43/channels/<id>,<ack id>[<args>]`.
-_CHANNEL_ACK = re.compile(r"43/channels/(chan_[a-z0-9]{1,64}),(\d{1,18})\[")
+#: `43/channels/<id>,<ack id>[<args>]` (ASCII digits: `\d` would take any Unicode digit).
+_CHANNEL_ACK = re.compile(r"43/channels/(chan_[a-z0-9]{1,64}),([0-9]{1,18})\[")
+
+#: The events a client may emit on a channel namespace (the AsyncAPI document's `ack`).
+#: Anything else, `connect` and `disconnect` included, would otherwise reach the namespace
+#: class as a call of its `on_<event>` method with the client's arguments.
+CLIENT_EVENTS = frozenset({"ack"})
+
+#: Largest Engine.IO packet (or long-polling POST body) a client may send, in bytes.
+#: Clients only ever send a CONNECT with `auth {token, last_sequence}` (~100 bytes), acks
+#: (~40 bytes) and pings; a long-polling client batches its acks, so allow a thousand of
+#: those. python-engineio's default (1 MB) let one client make the server parse and hold
+#: a megabyte per frame.
+MAX_CLIENT_PACKET_BYTES = 64 * 1024
 
 
 class ChannelSocketServer(socketio.AsyncServer):
@@ -32,6 +48,8 @@ class ChannelSocketServer(socketio.AsyncServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eio.frame_hook = self._channel_ack_frame
+        #: What each connection did wrong, logged once per connection (eio sid).
+        self.misbehaviour = Misbehaviour(log)
 
     def _engineio_server_class(self) -> type[LeanEngineServer]:
         return LeanEngineServer
@@ -52,7 +70,57 @@ class ChannelSocketServer(socketio.AsyncServer):
         sid = self.manager.sid_from_eio_sid(socket.sid, "/channels/" + channel_id)
         if sid is not None:
             self.on_sequence_ack(sid, channel_id, sequence)
+        else:  # not connected to that channel: never confirm on someone else's behalf
+            self.misbehaviour.note(socket.sid, "acked on %s before connecting", channel_id)
         return True
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """Every Socket.IO packet that is not a channel ack: malformed ones close the
+        connection (no Socket.IO client sends them), logged once."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closing or socket.closed:
+            return  # frames that were in flight when we closed the connection
+        if not isinstance(data, str) or data[:1] in ("5", "6"):
+            # Binary packets: our protocol has none, and python-socketio would hold a
+            # packet (and its attachments) until the count its header claims arrived.
+            await self._drop_connection(eio_sid, "a binary Socket.IO packet")
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:  # python-socketio's decoder raises ValueError and others
+            await self._drop_connection(eio_sid, f"an undecodable Socket.IO packet ({exc!r:.80})")
+
+    async def _drop_connection(self, eio_sid: str, what: str) -> None:
+        self.misbehaviour.note(eio_sid, "sent %s; closing the connection", what)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            await socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+            # An aborted close sends nothing: wake the websocket writer so that it ends the
+            # connection (a polling socket's next poll just comes back empty).
+            await socket.queue.put(None)
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> None:
+        namespace = namespace or "/"
+        event = data[0] if isinstance(data, list) and data else None
+        if not isinstance(event, str) or event not in CLIENT_EVENTS:
+            name = data if event is None else event
+            self.misbehaviour.note(eio_sid, "sent an unknown event %.80r on %.80s", name, namespace)
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            self.misbehaviour.note(
+                eio_sid, "sent %s before connecting to %.80s", data[0], namespace
+            )
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            self.misbehaviour.forget(eio_sid)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         # python-socketio runs the connect handler, then queues CONNECT (or CONNECT_ERROR):
@@ -70,11 +138,21 @@ class ChannelSocketServer(socketio.AsyncServer):
     async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
         namespace = namespace or "/"
         channel_id = channel_id_of(namespace)
-        if channel_id is None or self.on_sequence_ack is None:
+        if self.on_sequence_ack is None:
             await super()._handle_ack(eio_sid, namespace, id, data)
             return
+        if channel_id is None:
+            # The server never asks a client for an ack outside channel namespaces.
+            self.misbehaviour.note(eio_sid, "sent an ack on %.80s", namespace)
+            return
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is not None and isinstance(id, int):
+        if sid is None:
+            self.misbehaviour.note(eio_sid, "acked before connecting to %.80s", namespace)
+        elif not isinstance(data, list) or not isinstance(id, int) or isinstance(id, bool):
+            # Not what a Socket.IO client sends (`<id>[...]`); the fast path above takes
+            # well-formed ones without reading their arguments.
+            self.misbehaviour.note(eio_sid, "sent a malformed ack %.40r on %.80s", data, namespace)
+        else:
             self.on_sequence_ack(sid, channel_id, id)
 
 
@@ -89,6 +167,7 @@ def create_socket_server(
         namespaces="*",
         always_connect=False,
         cors_allowed_origins=cors_allowed_origins,
+        max_http_buffer_size=MAX_CLIENT_PACKET_BYTES,
         logger=False,
         engineio_logger=False,
     )
