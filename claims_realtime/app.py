@@ -2,9 +2,9 @@
 
     socketio.ASGIApp              /socket.io/  -> Socket.IO (namespaces /channels/<id>)
       └── MetricsRoute            GET /metrics -> Prometheus text (handlers/metrics.py)
+          └── BodyLimit           bodies over MAX_REQUEST_BYTES -> 413 (claims_realtime/http.py)
           └── ConsoleRoute        GET /console/ -> the live console (claims_realtime/console.py)
           └── MethodGuard         undeclared methods -> 405 with an exact Allow
-              (inside BodyLimit: bodies over MAX_REQUEST_BYTES -> 413)
               └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)

@@ -211,6 +211,9 @@ CLOSING_FRAMES = [
     pytest.param("42/channels/chan_x,[" + DEEP, id="socketio-deeply-nested-event"),
     pytest.param("40/channels/chan_x,{" + '"a":' * 20_000, id="socketio-broken-connect-json"),
     pytest.param("4" + "x" * (MAX_PACKET + 1), id="text-over-the-engineio-limit"),
+    pytest.param(
+        '40/channels/chan_x,{"token":"' + "a" * MAX_PACKET + '"}', id="connect-auth-over-the-limit"
+    ),
     pytest.param(b"4" * (MAX_PACKET + 1), id="binary-over-the-engineio-limit"),
     pytest.param("4" + "x" * (2 * 1024 * 1024), id="text-over-the-websocket-limit"),
 ]
