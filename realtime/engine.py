@@ -169,7 +169,8 @@ async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
 def _refuse(socket: Any, what: str, data: str | bytes | None = None) -> None:
     """Log a protocol violation; the caller then ends the connection, so this is logged
     once per connection however much garbage the client sends."""
-    sample = "" if data is None else f" {data!r:.40}"
+    # A short sample: enough to show the packet type, never as far as a CONNECT's token.
+    sample = "" if data is None else f" {data!r:.20}"
     log.warning(
         "hostile or broken client %s: sent %s%s; closing the connection", socket.sid, what, sample
     )

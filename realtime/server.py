@@ -105,8 +105,9 @@ class ChannelSocketServer(socketio.AsyncServer):
         namespace = namespace or "/"
         event = data[0] if isinstance(data, list) and data else None
         if not isinstance(event, str) or event not in CLIENT_EVENTS:
-            name = data if event is None else event
-            self.misbehaviour.note(eio_sid, "sent an unknown event %.80r on %.80s", name, namespace)
+            # The name, or only the type of what is not one: never the arguments (a token?).
+            name = f"<{type(data).__name__}>" if event is None else repr(event)
+            self.misbehaviour.note(eio_sid, "sent an unknown event %.80s on %.80s", name, namespace)
             return
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not self.manager.is_connected(sid, namespace):
