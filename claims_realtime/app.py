@@ -1,11 +1,13 @@
 """The composition root: `create_app(settings)` builds the whole service as one ASGI app.
 
-    socketio.ASGIApp              /socket.io/  -> Socket.IO (namespaces /channels/<id>)
-      └── MetricsRoute            GET /metrics -> Prometheus text (handlers/metrics.py)
-          └── BodyLimit           bodies over MAX_REQUEST_BYTES -> 413 (claims_realtime/http.py)
-          └── ConsoleRoute        GET /console/ -> the live console (claims_realtime/console.py)
-          └── MethodGuard         undeclared methods -> 405 with an exact Allow
-              └── connexion.AsyncApp  everything else -> the OpenAPI document, mounted twice
+    socketio.ASGIApp                  /socket.io/  -> Socket.IO (namespaces /channels/<id>)
+      └── MetricsRoute                GET /metrics -> Prometheus text (handlers/metrics.py)
+          └── RequestId               X-Request-ID on every response and its log lines
+              └── CORS                CORS_ALLOWED_ORIGINS (preflights answered here)
+                  └── BodyLimit       bodies over MAX_REQUEST_BYTES -> 413
+                      └── ConsoleRoute    GET /console/ -> the live console
+                          └── MethodGuard     undeclared methods -> 405 with an exact Allow
+                              └── connexion.AsyncApp  the OpenAPI document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
