@@ -60,6 +60,11 @@ class Recovery:
 class ChannelClosed(Exception):
     """The channel is gone (closed, unknown, or the token is wrong): no point reconnecting."""
 
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        #: `channel_closed`, or the server's refusal code (`invalid_token`, ...).
+        self.code = code
+
 
 def split_websocket_url(websocket_url: str) -> tuple[str, str]:
     """`wss://host/channels/chan_x` -> (`https://host`, `/channels/chan_x`)."""
@@ -214,7 +219,8 @@ class ChannelClient:
         self._messages.put_nowait(recovery)
 
     async def _on_closed(self, payload: dict[str, Any]) -> None:
-        self._messages.put_nowait(ChannelClosed(f"channel closed at {payload.get('closed_at')}"))
+        closed_at = payload.get("closed_at")
+        self._messages.put_nowait(ChannelClosed(f"channel closed at {closed_at}", CHANNEL_CLOSED))
         with contextlib.suppress(Exception):
             await self._sio.disconnect()
 
@@ -222,6 +228,7 @@ class ChannelClient:
         data = data if isinstance(data, dict) else {}
         code = (data.get("data") or {}).get("code") if isinstance(data.get("data"), dict) else None
         if code in FATAL_CODES:
-            self._messages.put_nowait(ChannelClosed(f"{code}: {data.get('message')}"))
+            refusal = ChannelClosed(f"{code}: {data.get('message')}", str(code))
+            self._messages.put_nowait(refusal)
             # Stop python-socketio's reconnection loop: retrying cannot succeed.
             asyncio.get_running_loop().create_task(self._sio.disconnect())

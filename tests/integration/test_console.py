@@ -20,7 +20,7 @@ import pytest
 from claims_realtime.app import load_spec
 from claims_realtime.console import INSTALL_HINT, ConsoleRoute
 from tests.helpers import PUBLISHER_KEY, ROOT, assert_problem, unique
-from tests.integration.test_js_client import run_node
+from tests.programs import run_node
 from tests.server import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
