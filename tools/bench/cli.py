@@ -2,6 +2,8 @@
 by side against a bare python-socketio baseline, all on loopback.
 
 Modes: sweep (default), storm, replay, ingest, all; --smoke runs a tiny version of everything.
+soak (ours only, never in `all` or --smoke): clients drop and resume at random under steady
+ingestion for --soak-seconds; zero loss, zero duplicates after dedupe, and server memory.
 Results: a table on stdout, every figure in a JSON file (--output).
 """
 
@@ -25,6 +27,7 @@ from tools.bench.options import DEFAULT_RATES, Options
 from tools.bench.report import Progress
 from tools.bench.scenarios import run_ingest, run_replay, run_storm
 from tools.bench.servers import ROOT, BaselineServer, BenchServer, OurServer
+from tools.bench.soak import run_soak
 from tools.bench.sweep import run_sweep, workload
 
 MODES = ["sweep", "storm", "replay", "ingest"]
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=[*MODES, "all"],
+        choices=[*MODES, "all", "soak"],
         default=None,
         help="what to measure (default sweep; with --smoke: all)",
     )
@@ -140,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--redis-url", default=None, help="our server's REDIS_URL")
     parser.add_argument(
+        "--soak-seconds", type=float, default=None, help="soak: ingestion time (default 600)"
+    )
+    parser.add_argument(
+        "--soak-rate",
+        type=int,
+        default=None,
+        help="soak: deliveries/s through the batch API (default 1000)",
+    )
+    parser.add_argument(
+        "--soak-drop-every",
+        type=float,
+        default=None,
+        help="soak: mean seconds between two drops of one client (default 60); a dropped "
+        "client reconnects 0.1-3 s later with auth.last_sequence",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="our server's --workers (needs PostgreSQL and Redis)"
     )
     return parser
@@ -163,6 +182,9 @@ def options_from(args: argparse.Namespace) -> Options:
         "ingest_concurrency": args.ingest_concurrency,
         "max_inflight": args.max_inflight,
         "tick_ms": args.tick_ms,
+        "soak_seconds": args.soak_seconds,
+        "soak_rate": args.soak_rate,
+        "soak_drop_every_s": args.soak_drop_every,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -186,6 +208,8 @@ def validate(options: Options) -> str | None:
         return "--rates must be positive"
     if options.warmup_seconds >= options.step_seconds:
         return "--warmup-seconds must be shorter than --step-seconds"
+    if options.soak_seconds <= 0 or options.soak_rate <= 0 or options.soak_drop_every_s <= 0:
+        return "--soak-seconds, --soak-rate and --soak-drop-every must be positive"
     if options.workers > 1 and not (
         options.redis_url
         and (options.database_url or "").startswith(("postgres://", "postgresql://"))
@@ -227,6 +251,14 @@ def _ingest(name: str, options: Options, progress: Progress, results: dict[str, 
         results["ingest"].append(run_ingest(server, options, progress))
 
 
+def _soak(options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with OurServer(options.database_url, options.redis_url, options.workers) as server:
+        assert isinstance(server, OurServer)
+        results["soak"] = run_soak(server, options, progress)
+    if results["soak"]["failures"]:
+        raise RuntimeError("; ".join(results["soak"]["failures"]))
+
+
 def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
     """Every requested measurement; each failure is recorded and the others still run.
 
@@ -257,6 +289,8 @@ def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
     if "ingest" in options.modes:
         for name in options.servers:
             attempt("ingest", name, partial(_ingest, name, *common))
+    if "soak" in options.modes:  # ours only: the baseline keeps no history to resume from
+        attempt("soak", "ours", partial(_soak, *common))
 
 
 def default_output() -> Path:
@@ -299,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "storm": [],
         "replay": None,
         "ingest": [],
+        "soak": None,
         "memory": [],
         "errors": [],
     }
@@ -315,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["generator_notes"] = report.generator_notes(results)
     report.write_json(output, results)
 
-    sections = [report.render_steps(results), report.render_summary(results["summary"])]
+    sections = [
+        report.render_steps(results),
+        report.render_soak(results),
+        report.render_summary(results["summary"]),
+    ]
     if results["generator_notes"]:
         notes = results["generator_notes"]
         sections.append("Generator notes\n" + "\n".join(f"- {note}" for note in notes))

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from tools.bench.servers import ROOT, Channel
 
 HERE = Path(__file__).resolve().parent
 SUBSCRIBERS = HERE / "subscribers.mjs"
+SOAK_SUBSCRIBERS = HERE / "soak_subscribers.mjs"
 PUBLISHER = HERE / "publisher.mjs"
 
 
@@ -57,7 +58,11 @@ class SubscriberPool:
         last_sequence: int | None = None,
         ack: bool = True,
         timeout_s: float = 60.0,
+        script: Path = SUBSCRIBERS,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """`script` is the Node program (subscribers.mjs, or soak_subscribers.mjs for the soak
+        run); `extra` is added to its config."""
         self._dir = tempfile.TemporaryDirectory(prefix="bench-subs-")
         config_path = Path(self._dir.name) / "config.json"
         config_path.write_text(
@@ -70,14 +75,16 @@ class SubscriberPool:
                     "last_sequence": last_sequence,
                     "ack": ack,
                     "timeout_s": timeout_s,
+                    **(extra or {}),
                 }
             )
         )
         self.timeout_s = timeout_s
+        self.script_name = script.name
         self._stderr_path = Path(self._dir.name) / "stderr.txt"
         self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
-            [node_executable(), str(SUBSCRIBERS), str(config_path)],
+            [node_executable(), str(script), str(config_path)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -107,10 +114,10 @@ class SubscriberPool:
                 line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise GeneratorError(
-                    f"subscribers.mjs: no {kind!r} within {timeout:.0f}s{self._stderr_tail()}"
+                    f"{self.script_name}: no {kind!r} within {timeout:.0f}s{self._stderr_tail()}"
                 ) from None
             if line is None:
-                raise GeneratorError(f"subscribers.mjs exited{self._stderr_tail()}")
+                raise GeneratorError(f"{self.script_name} exited{self._stderr_tail()}")
             message = json.loads(line)
             if message.get("kind") == kind:
                 return dict(message)
@@ -148,7 +155,7 @@ class SubscriberPool:
         self._stderr.close()
         self._dir.cleanup()
 
-    def __enter__(self) -> SubscriberPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

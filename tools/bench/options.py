@@ -32,6 +32,8 @@ INGEST_TARGET_PER_S = 5_000.0
 MEMORY_TARGET_KB = 50.0
 #: Above this share of one core, a generator process may be what limits a step.
 GENERATOR_SATURATED_PCT = 90.0
+#: Soak: server memory is "flat" if it grew less than this over the run's second half.
+SOAK_FLAT_GROWTH_PCT = 5.0
 
 
 @dataclass
@@ -63,6 +65,14 @@ class Options:
     redis_url: str | None = None
     workers: int = 1
     smoke: bool = False
+    #: Soak (--mode soak, ours only): length, deliveries/s, and each client's mean time
+    #: between drops; a dropped client reconnects after a uniform random delay in
+    #: [soak_reconnect_min_s, soak_reconnect_max_s].
+    soak_seconds: float = 600.0
+    soak_rate: int = 1_000
+    soak_drop_every_s: float = 60.0
+    soak_reconnect_min_s: float = 0.1
+    soak_reconnect_max_s: float = 3.0
 
     @classmethod
     def smoke_options(cls) -> Options:

@@ -253,6 +253,7 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 else None,
             }
         )
+    rows.extend(soak_rows(results.get("soak")))
     memory = results.get("memory", [])
     if memory:
 
@@ -279,12 +280,109 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def soak_rows(soak: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The soak's headline figures (ours only): loss, duplicates, resumes, memory."""
+    if not soak or "memory" not in soak:
+        return []
+    what = (
+        f"soak ({soak['channels']:,} clients, {soak['seconds']:,.0f} s at "
+        f"{soak['target_deliveries_per_s']:,}/s)"
+    )
+    memory = soak["memory"]
+
+    def row(
+        name: str, ours: Any, unit: str, target: str | None, met: bool | None
+    ) -> dict[str, Any]:
+        return {
+            "name": f"{what}: {name}",
+            "ours": ours,
+            "baseline": None,
+            "ratio": None,
+            "unit": unit,
+            "target": target,
+            "met": met,
+        }
+
+    mb = [
+        "-" if memory[k] is None else f"{memory[k] / 1024:,.1f}"
+        for k in ("start_kb", "end_kb", "max_kb")
+    ]
+    growth = memory["second_half_growth_pct"]
+    return [
+        row("lost (received set vs 1..head)", soak["lost"], "", "0", soak["lost"] == 0),
+        row(
+            "duplicates after dedupe / before",
+            f"0 / {soak['duplicates_before_dedupe']:,}" if soak["exact"] else "not exact",
+            "",
+            "0 after",
+            bool(soak["exact"]),
+        ),
+        row(
+            "drops / resumes / unrecovered",
+            f"{soak['drops']:,} / {soak['resumes']:,} / {soak['unrecovered']}",
+            "",
+            "resumes >= drops, 0 unrecovered",
+            soak["resumes"] >= soak["drops"] and not soak["unrecovered"],
+        ),
+        row("server RSS start / end / max (MB)", " / ".join(mb), "", None, None),
+        row(
+            "server RSS slope, 2nd half",
+            memory["slope_kb_per_min"],
+            "KB/min",
+            f"growth < {memory['flat_below_pct']:.0f}% of RSS",
+            None if growth is None else growth < memory["flat_below_pct"],
+        ),
+    ]
+
+
+def render_soak(results: dict[str, Any]) -> str:
+    """The soak run in a few lines (the summary has its headline figures)."""
+    soak = results.get("soak")
+    if not soak or "memory" not in soak:
+        return ""
+    memory = soak["memory"]
+    publisher = soak["publisher"]
+    growth = memory["second_half_growth_pct"]
+    slope = memory["slope_kb_per_min"]
+    lines = [
+        f"clients        {soak['channels']:,} ({soak['workload']} workload, each event to "
+        f"{soak['fanout']:,}), {soak['seconds']:,.0f} s",
+        f"ingestion      {soak['accepted_events']:,} events accepted "
+        f"({publisher['achieved_events_per_s']:,.1f}/s = "
+        f"{publisher['achieved_events_per_s'] * soak['fanout']:,.0f} deliveries/s), "
+        f"{publisher['http_errors']} HTTP errors, publisher kept up: {publisher['kept_up']}",
+        f"delivered      {soak['unique']:,} unique of {soak['expected_deliveries']:,} expected "
+        f"({soak['received']:,} received, {soak['duplicates_before_dedupe']:,} duplicates "
+        "before dedupe)",
+        f"checked        lost {soak['lost']}, gaps seen live {soak['gaps_seen_live']}, beyond "
+        f"head {soak['beyond_head']}, channels complete {soak['channels_complete']:,}/"
+        f"{soak['channels']:,}",
+        f"drops          {soak['drops']:,} (each client every ~{soak['drop_every_s']:g} s), "
+        f"resumes {soak['resumes']:,}, replayed {soak['replayed']:,}, unrecovered "
+        f"{soak['unrecovered']}, unavailable {soak['unavailable']}, other disconnects "
+        f"{sum(soak['other_disconnects'].values())}",
+        f"server memory  start {memory['start_kb'] / 1024:,.1f} MB, end "
+        f"{memory['end_kb'] / 1024:,.1f} MB, max {memory['max_kb'] / 1024:,.1f} MB; slope "
+        + ("n/a" if slope is None else f"{slope:+,.1f} KB/min")
+        + " over the second half"
+        + ("" if growth is None else f" ({growth:+.2f}%): {memory['verdict']}"),
+        f"CPU            server {soak['server_cpu_pct']:.0f}%, subscribers "
+        f"{soak['subscriber_cpu_pct']:.0f}% of a core",
+        "result         " + ("ok" if soak["passed"] else "FAIL: " + ", ".join(soak["failures"])),
+    ]
+    return "Soak (ours)\n" + "\n".join(lines)
+
+
 def _figure(value: Any, unit: str, at_least: bool = False) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
     prefix = ">= " if at_least else ""
+    if unit == "":
+        return f"{prefix}{value:,.0f}"
+    if unit == "KB/min":
+        return f"{value:+,.1f} KB/min"
     if unit == "/s":
         return f"{prefix}{value:,.0f}/s"
     if unit == "ms":

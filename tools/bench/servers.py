@@ -49,7 +49,12 @@ class Channel:
     key: str
 
     def for_node(self) -> dict[str, str]:
-        return {"websocket_url": self.websocket_url, "token": self.token, "key": self.key}
+        return {
+            "websocket_url": self.websocket_url,
+            "token": self.token,
+            "key": self.key,
+            "channel_id": self.channel_id,
+        }
 
 
 @dataclass(frozen=True)
