@@ -3,14 +3,22 @@ or a skip with the reason (elsewhere) when a service is not there."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+
+if TYPE_CHECKING:
+    from tests.server import Server
 
 #: An administrative connection: the tests create and drop their own databases through it.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -87,3 +95,43 @@ async def empty_tables(url: str) -> None:
         await connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     finally:
         await connection.close()
+
+
+@contextlib.contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with the current schema, dropped afterwards."""
+    from models.db import migrate
+
+    require_postgres()
+    url = asyncio.run(create_database(prefix))
+    asyncio.run(migrate(url))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@contextlib.contextmanager
+def server_pair(tmp_path: Path, database_url: str) -> Iterator[tuple[Server, Server]]:
+    """Two server processes on two ports over one PostgreSQL and the machine's Redis, quick
+    to notice each other's death (heartbeat 1 s, stale after 3 s)."""
+    from tests.server import Server
+
+    require_redis()
+    servers = tuple(
+        Server(
+            tmp_path / name,
+            DATABASE_URL=database_url,
+            REDIS_URL=REDIS_URL,
+            NODE_HEARTBEAT="1",
+            NODE_STALE_AFTER="3",
+        )
+        for name in ("a", "b")
+    )
+    try:
+        for server in servers:
+            server.start()
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from models.db import migrate
 from realtime.client import ChannelClient, Recovery
 from tests import services
 from tests.helpers import PUBLISHER_KEY, unique
@@ -188,35 +187,14 @@ async def test_kill_9_mid_stream_loses_nothing_accepted_and_clients_resume_exact
 
 @pytest.fixture(scope="module")
 def crash_db() -> Iterator[str]:
-    services.require_postgres()
-    url = asyncio.run(services.create_database("crt_crash"))
-    asyncio.run(migrate(url))
-    try:
+    with services.migrated_database("crt_crash") as url:
         yield url
-    finally:
-        asyncio.run(services.drop_database(url))
 
 
 @pytest.fixture
 def pair(tmp_path: Path, crash_db: str) -> Iterator[tuple[Server, Server]]:
-    services.require_redis()
-    servers = tuple(
-        Server(
-            tmp_path / name,
-            DATABASE_URL=crash_db,
-            REDIS_URL=services.REDIS_URL,
-            NODE_HEARTBEAT="1",
-            NODE_STALE_AFTER="3",
-        )
-        for name in ("a", "b")
-    )
-    try:
-        for one in servers:
-            one.start()
-        yield servers[0], servers[1]
-    finally:
-        for one in servers:
-            one.stop()
+    with services.server_pair(tmp_path, crash_db) as servers:
+        yield servers
 
 
 @pytest.mark.scaleout

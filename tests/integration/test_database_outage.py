@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from models.db import migrate
 from realtime.client import ChannelClient, Recovery
 from tests import services
 from tests.helpers import PUBLISHER_KEY, assert_problem, unique
@@ -30,13 +29,8 @@ KEY = {"X-Publisher-Key": PUBLISHER_KEY}
 
 @pytest.fixture(scope="module")
 def outage_db() -> Iterator[str]:
-    services.require_postgres()
-    url = asyncio.run(services.create_database("crt_outage"))
-    asyncio.run(migrate(url))
-    try:
+    with services.migrated_database("crt_outage") as url:
         yield url
-    finally:
-        asyncio.run(services.drop_database(url))
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 import socketio
 
-from models.db import migrate
 from realtime.client import ChannelClient, Recovery
 from tests import services
 from tests.helpers import ROOT, unique
@@ -33,13 +32,8 @@ WAIT = 15.0
 
 @pytest.fixture(scope="module")
 def scale_db() -> Iterator[str]:
-    services.require_postgres()
-    url = asyncio.run(services.create_database("crt_scale"))
-    asyncio.run(migrate(url))
-    try:
+    with services.migrated_database("crt_scale") as url:
         yield url
-    finally:
-        asyncio.run(services.drop_database(url))
 
 
 class RedisServer:
@@ -97,24 +91,8 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 def pair(tmp_path: Path, scale_db: str) -> Iterator[tuple[Server, Server]]:
     """Two processes on two ports: one PostgreSQL, the machine's Redis."""
-    services.require_redis()
-    servers = tuple(
-        Server(
-            tmp_path / name,
-            DATABASE_URL=scale_db,
-            REDIS_URL=services.REDIS_URL,
-            NODE_HEARTBEAT="1",
-            NODE_STALE_AFTER="3",
-        )
-        for name in ("a", "b")
-    )
-    try:
-        for server in servers:
-            server.start()
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
+    with services.server_pair(tmp_path, scale_db) as servers:
+        yield servers
 
 
 def claim_event(org: str, user: str) -> dict[str, Any]:
