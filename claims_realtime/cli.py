@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -133,10 +134,20 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    import socketio
+
     from realtime.client import ChannelClient, ChannelClosed, Recovery
 
+    # The client's warnings (e.g. a connect retry) go to stderr as comment lines.
+    logging.basicConfig(level=logging.WARNING, format="# %(message)s", stream=sys.stderr)
+
     async def run() -> int:
-        client = ChannelClient(args.websocket_url, args.token, last_sequence=args.last_sequence)
+        client = ChannelClient(
+            args.websocket_url,
+            args.token,
+            last_sequence=args.last_sequence,
+            connect_timeout=args.connect_timeout,
+        )
         try:
             async with client:
                 async for message in client:
@@ -150,6 +161,9 @@ def _tail(args: argparse.Namespace) -> int:
                         print(json.dumps(message), flush=True)
         except ChannelClosed as exc:
             print(f"# {exc}", file=sys.stderr)
+            return 1
+        except socketio.exceptions.ConnectionError as exc:
+            print(f"# cannot connect to {args.websocket_url}: {exc}", file=sys.stderr)
             return 1
         return 0
 
@@ -224,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="resume after this sequence (default: the server's resume point)",
+    )
+    tail.add_argument(
+        "--connect-timeout",
+        dest="connect_timeout",
+        type=float,
+        default=30.0,
+        help="keep retrying the first connection this many seconds (default 30)",
     )
     tail.set_defaults(run=_tail)
 

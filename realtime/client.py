@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,6 +25,8 @@ import aiohttp
 import socketio
 
 from realtime.protocol import CHANNEL_CLOSED, RECOVERY
+
+logger = logging.getLogger(__name__)
 
 #: Refusals after which reconnecting cannot help.
 FATAL_CODES = frozenset(
@@ -90,12 +93,17 @@ class ChannelClient:
         last_sequence: int | None = None,
         transports: list[str] | None = None,
         reconnection_delay: float = 0.5,
+        connect_timeout: float = 0.0,
     ) -> None:
         self.url, self.namespace = split_websocket_url(websocket_url)
         self.token = token
         #: Highest sequence received; sent as auth.last_sequence on every (re)connect.
         self.last_sequence = last_sequence
         self.transports = transports
+        #: How long connect() keeps retrying a first connection that fails for a reason that
+        #: can pass (server not up yet, timeout, `rate_limited`, `internal_error`); 0: once.
+        self.connect_timeout = connect_timeout
+        self._reconnection_delay = reconnection_delay
         self.recoveries: list[Recovery] = []
         self._messages: asyncio.Queue[dict[str, Any] | Recovery | BaseException] = asyncio.Queue()
         # One HTTP session for the client's lifetime, owned here rather than by python-engineio:
@@ -122,6 +130,23 @@ class ChannelClient:
         return auth
 
     async def connect(self) -> None:
+        """Connect, retrying passing failures for up to `connect_timeout` seconds; a refusal
+        that retrying cannot fix (unknown channel, wrong token, ...) raises ChannelClosed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        delay = self._reconnection_delay
+        while True:
+            try:
+                return await self._connect_once()
+            except socketio.exceptions.ConnectionError as exc:
+                # (A refusal with a FATAL_CODES code raises ChannelClosed, never retried.)
+                if loop.time() + delay > deadline:
+                    raise
+                logger.warning("cannot connect yet (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _connect_once(self) -> None:
         if self._http is None:
             self._http = aiohttp.ClientSession()
             self._sio.eio.http = self._http

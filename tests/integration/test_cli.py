@@ -11,7 +11,7 @@ import subprocess
 from typing import Any
 
 from tests.helpers import PUBLISHER_KEY, ROOT, unique
-from tests.server import CLI, Server
+from tests.server import CLI, Server, free_port
 
 WAIT = 10.0
 
@@ -43,6 +43,8 @@ class Tail:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
+        #: stderr lines other than recovery lines (retries, refusals, tracebacks).
+        self.notes: list[str] = []
 
     @classmethod
     async def start(cls, websocket_url: str, token: str) -> Tail:
@@ -59,13 +61,15 @@ class Tail:
         )
         return cls(process)
 
-    async def recovery(self) -> dict[str, Any]:
+    async def recovery(self, wait: float = WAIT) -> dict[str, Any]:
+        """The next `# recovery:` line; the other stderr lines are kept in `self.notes`."""
         assert self.process.stderr is not None
         while True:
-            line = (await asyncio.wait_for(self.process.stderr.readline(), WAIT)).decode()
-            assert line, "tail exited before its recovery line"
+            line = (await asyncio.wait_for(self.process.stderr.readline(), wait)).decode()
+            assert line, f"tail exited before its recovery line; its stderr: {self.notes}"
             if line.startswith("# recovery: "):
                 return dict(json.loads(line.removeprefix("# recovery: ")))
+            self.notes.append(line)
 
     async def events(self, count: int) -> list[dict[str, Any]]:
         assert self.process.stdout is not None
@@ -137,3 +141,45 @@ async def test_tail_stops_with_a_reason_when_the_channel_is_closed(server):
     assert await asyncio.wait_for(tail.process.wait(), WAIT) == 1
     assert tail.process.stderr is not None
     assert b"channel_closed" in await tail.process.stderr.read()
+
+
+async def test_tail_waits_for_a_server_that_is_not_up_yet(own_server):
+    own_server.start()
+    channel = await own_server.subscribe("user", user_id=unique("usr"))
+    own_server.stop()
+    tail = await Tail.start(channel["websocket_url"], channel["channel_token"])
+    try:
+        await asyncio.sleep(1.5)  # a few refused attempts
+        own_server.start()  # same port, same data
+        assert (await tail.recovery(wait=30))["head_sequence"] == 0
+        assert any("cannot connect yet" in note for note in tail.notes), tail.notes
+        event = await own_server.publish(
+            event_type="claim_submitted",
+            claim_id=unique("clm"),
+            organisation_id=unique("org"),
+            user_id=channel["user_id"],
+        )
+        (received,) = await tail.events(1)
+        assert (received["sequence"], received["event_id"]) == (1, event["event_id"])
+    finally:
+        await tail.stop()
+
+
+async def test_tail_gives_up_with_one_line_when_nothing_answers():
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        "tail",
+        f"ws://127.0.0.1:{port}/channels/chan_x",
+        "--token",
+        "t",
+        "--connect-timeout",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), WAIT)
+    assert process.returncode == 1
+    assert "cannot connect to ws://127.0.0.1" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
