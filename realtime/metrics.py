@@ -15,6 +15,7 @@ them for every process, so each scrape counts them there with one GROUP BY.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -84,6 +85,19 @@ SLOW_CONSUMER_DROPS = Counter(
     "claims_realtime_slow_consumer_drops",
     "Sockets dropped because they did not read their events: their send queue was full.",
 )
+PYTHON_ALLOCATED_BLOCKS = Gauge(
+    "claims_realtime_python_allocated_blocks",
+    "Memory blocks (objects, buffers) the Python allocator has handed out and not freed, "
+    "per process: live data. RSS also keeps the allocator's free blocks after a burst, so "
+    "this, not RSS, tells a leak (growing) from a high-water mark (flat).",
+    multiprocess_mode="liveall",
+)
+
+
+def sample_process() -> None:
+    """Refresh this process's sampled gauges (at each scrape, and each heartbeat so that
+    every process of `serve --workers N` stays current)."""
+    PYTHON_ALLOCATED_BLOCKS.set(sys.getallocatedblocks())
 
 
 def record_slow_consumer_drop(sockets: int = 1) -> None:
@@ -133,6 +147,7 @@ async def channel_counts() -> dict[str, int]:
 def exposition(channel_counts: Mapping[str, int] | None) -> bytes:
     """The scrape's text: this process's metrics (all processes' in multiprocess mode) and
     the channels counted by status (left out when they could not be counted: None)."""
+    sample_process()
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir() is not None:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -308,6 +308,8 @@ def soak_rows(soak: dict[str, Any] | None) -> list[dict[str, Any]]:
         for k in ("start_kb", "end_kb", "max_kb")
     ]
     growth = memory["second_half_growth_pct"]
+    live = memory["live_blocks"]
+    live_growth = live["second_half_growth_pct"]
     return [
         row("lost (received set vs 1..head)", soak["lost"], "", "0", soak["lost"] == 0),
         row(
@@ -331,6 +333,14 @@ def soak_rows(soak: dict[str, Any] | None) -> list[dict[str, Any]]:
             "KB/min",
             f"growth < {memory['flat_below_pct']:.0f}% of RSS",
             None if growth is None else growth < memory["flat_below_pct"],
+        ),
+        row(
+            "live Python blocks start / end, 2nd-half growth",
+            f"{live['start'] or 0:,} / {live['end'] or 0:,}, "
+            + ("n/a" if live_growth is None else f"{live_growth:+.2f}%"),
+            "",
+            f"growth < {live['flat_below_pct']:.0f}% (no leak)",
+            None if live_growth is None else live_growth < live["flat_below_pct"],
         ),
     ]
 
@@ -366,6 +376,9 @@ def render_soak(results: dict[str, Any]) -> str:
         + ("n/a" if slope is None else f"{slope:+,.1f} KB/min")
         + " over the second half"
         + ("" if growth is None else f" ({growth:+.2f}%): {memory['verdict']}"),
+        f"live memory    {memory['live_blocks']['start'] or 0:,} -> "
+        f"{memory['live_blocks']['end'] or 0:,} Python blocks; second half: "
+        f"{memory['live_blocks']['verdict'] or 'n/a'}",
         f"CPU            server {soak['server_cpu_pct']:.0f}%, subscribers "
         f"{soak['subscriber_cpu_pct']:.0f}% of a core",
         "result         " + ("ok" if soak["passed"] else "FAIL: " + ", ".join(soak["failures"])),

@@ -195,6 +195,20 @@ class BenchServer:
     def rss_kb(self) -> int:
         return procstat.rss_kb(self.pids())
 
+    def allocated_blocks(self) -> int | None:
+        """Live Python memory blocks of the server's processes, from GET /metrics (None if
+        that fails): unlike RSS, this drops when objects are freed."""
+        try:
+            text = httpx.get(self.base_url + "/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("claims_realtime_python_allocated_blocks")
+        ]
+        return int(sum(values)) if values else None
+
     # -- channels ---------------------------------------------------------------------------
 
     def create_channels(self, specs: list[ChannelSpec], concurrency: int = 16) -> list[Channel]:
