@@ -190,6 +190,7 @@ def run_soak(server: OurServer, options: Options, progress: Progress) -> dict[st
                 {
                     "t_s": round(elapsed, 2),
                     "rss_kb": samples[-1][1],
+                    "live_blocks": blocks[-1][1] if blocks else None,
                     **{k: seen[k] for k in ("unique", "drops", "resumes", "gaps", "attached_now")},
                 }
             )
