@@ -40,13 +40,15 @@ class MetricsRoute:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             if scope["path"] == PATH:
-                await self._scrape(scope["method"], send)
+                hub = scope.get("state", {}).get("hub")  # the lifespan's (None before it)
+                sessions = len(hub.sio.eio.sockets) if hub is not None else None
+                await self._scrape(scope["method"], send, sessions)
                 return
             scope[RECEIVED_AT] = time.perf_counter()
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _scrape(method: str, send: Any) -> None:
+    async def _scrape(method: str, send: Any, engine_sessions: int | None) -> None:
         if method not in ALLOWED:
             await _respond(send, 405, _not_allowed(method), "application/problem+json")
             return
@@ -57,7 +59,7 @@ class MetricsRoute:
             # missing from this scrape, which alerting on absent series can notice.
             log.warning("metrics: channels not counted, the database failed: %s", exc)
             counts = None
-        body = metrics.exposition(counts)
+        body = metrics.exposition(counts, engine_sessions)
         sent = b"" if method == "HEAD" else body
         await _respond(send, 200, sent, metrics.CONTENT_TYPE, len(body))
 

@@ -323,7 +323,7 @@ class Hub:
             raise
 
     async def heartbeat(self) -> None:
-        metrics.sample_process()
+        metrics.sample_process(len(self.sio.eio.sockets))
         await presence.heartbeat(self.node_id)
         dead = await presence.reap_dead_nodes(self.stale_after)
         if dead:

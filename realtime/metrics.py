@@ -92,12 +92,21 @@ PYTHON_ALLOCATED_BLOCKS = Gauge(
     "this, not RSS, tells a leak (growing) from a high-water mark (flat).",
     multiprocess_mode="liveall",
 )
+ENGINE_SESSIONS = Gauge(
+    "claims_realtime_engineio_sessions",
+    "Engine.IO sessions this process holds: its connections, and closed ones not yet "
+    "released (each holds its queue and connection objects). Close to the connected sockets "
+    "when all is well.",
+    multiprocess_mode="liveall",
+)
 
 
-def sample_process() -> None:
+def sample_process(engine_sessions: int | None = None) -> None:
     """Refresh this process's sampled gauges (at each scrape, and each heartbeat so that
     every process of `serve --workers N` stays current)."""
     PYTHON_ALLOCATED_BLOCKS.set(sys.getallocatedblocks())
+    if engine_sessions is not None:
+        ENGINE_SESSIONS.set(engine_sessions)
 
 
 def record_slow_consumer_drop(sockets: int = 1) -> None:
@@ -144,10 +153,12 @@ async def channel_counts() -> dict[str, int]:
     return {str(status): int(n) for status, n in rows}
 
 
-def exposition(channel_counts: Mapping[str, int] | None) -> bytes:
+def exposition(
+    channel_counts: Mapping[str, int] | None, engine_sessions: int | None = None
+) -> bytes:
     """The scrape's text: this process's metrics (all processes' in multiprocess mode) and
     the channels counted by status (left out when they could not be counted: None)."""
-    sample_process()
+    sample_process(engine_sessions)
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir() is not None:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -8,6 +8,8 @@ PostgreSQL, so they are checked against the API's own listing instead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -30,6 +32,7 @@ from tests.integration.test_delivery import (
     nothing_more,
     recovery,
 )
+from tests.integration.test_socket_fuzz import raw
 from tests.server import Server
 
 #: (sample name, sorted label pairs) -> value
@@ -47,9 +50,10 @@ METRICS = (
     "claims_realtime_delivery_latency_seconds",
     "claims_realtime_slow_consumer_drops",
     "claims_realtime_python_allocated_blocks",
+    "claims_realtime_engineio_sessions",
 )
 #: Sampled from the process, not counted from what clients do: it moves on its own.
-SAMPLED = ("claims_realtime_python_allocated_blocks",)
+SAMPLED = ("claims_realtime_python_allocated_blocks", "claims_realtime_engineio_sessions")
 
 
 async def scrape(server: Server) -> Samples:
@@ -316,3 +320,25 @@ async def test_live_python_memory_is_exported(server: Server) -> None:
     samples = await scrape(server)
     blocks = samples[("claims_realtime_python_allocated_blocks", ())]
     assert 100_000 < blocks < 100_000_000  # a Python server holds hundreds of thousands
+
+
+async def test_dropped_connections_are_released_at_once(server: Server) -> None:
+    """A websocket that goes away frees its Engine.IO session there and then (when its
+    request ends, as python-engineio does; our lean websocket loop must end it), not at
+    python-engineio's background sweep, which visits one session per ping_timeout / sessions."""
+
+    async def sessions() -> float:
+        return (await scrape(server))[("claims_realtime_engineio_sessions", ())]
+
+    idle = await sessions()
+    channel = await server.subscribe("user", user_id=unique("usr"))
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(20):
+            connection = await stack.enter_async_context(raw(server))
+            await connection.join(channel)
+        assert await sessions() == idle + 20
+    # All 20 websockets are closed now (the client's side, as a browser tab closing would).
+    deadline = asyncio.get_running_loop().time() + 2
+    while (held := await sessions()) > idle:
+        assert asyncio.get_running_loop().time() < deadline, f"{held - idle} sessions held"
+        await asyncio.sleep(0.1)
