@@ -19,7 +19,9 @@ import contextlib
 import functools
 import gc
 import logging
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ from models.history import Retention
 from realtime.broker import create_broker
 from realtime.hub import Hub
 from realtime.limits import FailureLimiter
-from realtime.metrics import process_exited
+from realtime.metrics import process_exited, watch_collections
 from realtime.server import create_socket_server
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
@@ -96,7 +98,26 @@ def create_server_app() -> socketio.ASGIApp:
     gc.freeze()
     gc.set_threshold(*SERVER_GC_THRESHOLDS)
     sys.setswitchinterval(SERVER_SWITCH_INTERVAL)
+    watch_collections()
+    signal.signal(signal.SIGUSR2, _collect_on_request)
     return app
+
+
+def _collect_on_request(signum: int, frame: Any) -> None:
+    """SIGUSR2: a full garbage collection now, and the live memory it leaves (the metric
+    claims_realtime_python_blocks_after_full_collection, and a log line). The interpreter
+    runs one only every few minutes under load: `bench --mode soak` asks for one every
+    half minute to see whether live memory grows. It stops the event loop while it runs
+    (about 150 ms with 1,000 sockets on the benchmark machine)."""
+    started = time.perf_counter()
+    unreachable = gc.collect()
+    log.info(
+        "full garbage collection on request: %.0f ms, %d unreachable objects freed, "
+        "%d Python blocks live",
+        (time.perf_counter() - started) * 1000,
+        unreachable,
+        sys.getallocatedblocks(),
+    )
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

@@ -14,9 +14,11 @@ them for every process, so each scrape counts them there with one GROUP BY.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -92,6 +94,19 @@ PYTHON_ALLOCATED_BLOCKS = Gauge(
     "this, not RSS, tells a leak (growing) from a high-water mark (flat).",
     multiprocess_mode="liveall",
 )
+PYTHON_BLOCKS_AFTER_FULL_COLLECTION = Gauge(
+    "claims_realtime_python_blocks_after_full_collection",
+    "claims_realtime_python_allocated_blocks right after the last full garbage collection, "
+    "per process: with no unreachable cycles left, the live data alone. The plain gauge also "
+    "counts cyclic garbage awaiting a full collection, which comes every few minutes under "
+    "load; a leak shows here as growth from one collection to the next.",
+    multiprocess_mode="liveall",
+)
+PYTHON_FULL_COLLECTIONS = Counter(
+    "claims_realtime_python_full_collections",
+    "Full (generation 2) garbage collections, the interpreter's own and those asked for with "
+    "SIGUSR2 (see README, Metrics).",
+)
 ENGINE_SESSIONS = Gauge(
     "claims_realtime_engineio_sessions",
     "Engine.IO sessions this process holds: its connections, and closed ones not yet "
@@ -107,6 +122,18 @@ def sample_process(engine_sessions: int | None = None) -> None:
     PYTHON_ALLOCATED_BLOCKS.set(sys.getallocatedblocks())
     if engine_sessions is not None:
         ENGINE_SESSIONS.set(engine_sessions)
+
+
+def watch_collections() -> None:
+    """Sample live memory after every full collection (a `gc` callback; idempotent)."""
+    if _after_collection not in gc.callbacks:
+        gc.callbacks.append(_after_collection)
+
+
+def _after_collection(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        PYTHON_BLOCKS_AFTER_FULL_COLLECTION.set(sys.getallocatedblocks())
+        PYTHON_FULL_COLLECTIONS.inc()
 
 
 def record_slow_consumer_drop(sockets: int = 1) -> None:

@@ -90,7 +90,9 @@ def test_soak_runs_briefly(soak_run: tuple[dict[str, Any], str]) -> None:
         assert memory[field] > 0, memory
     assert memory["max_kb"] >= max(memory["start_kb"], memory["end_kb"])
     assert memory["slope_kb_per_min"] is not None and memory["verdict"] in ("flat", "growing")
-    live = memory["live_blocks"]  # sampled from the server's /metrics
+    # Live memory: measured right after full collections the soak asked the server for.
+    live = memory["live_blocks"]
+    assert live["samples"] >= 5 and live["collect_every_s"] == 0.5, live
     assert live["start"] > 0 and live["end"] > 0 and live["verdict"] == "flat", live
     # The same style as the other modes: a soak section and the summary table.
     assert "Soak (ours)" in stdout and "Summary" in stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 from pathlib import Path
 
@@ -50,10 +51,17 @@ METRICS = (
     "claims_realtime_delivery_latency_seconds",
     "claims_realtime_slow_consumer_drops",
     "claims_realtime_python_allocated_blocks",
+    "claims_realtime_python_blocks_after_full_collection",
+    "claims_realtime_python_full_collections",
     "claims_realtime_engineio_sessions",
 )
-#: Sampled from the process, not counted from what clients do: it moves on its own.
-SAMPLED = ("claims_realtime_python_allocated_blocks", "claims_realtime_engineio_sessions")
+#: Sampled from the process, not counted from what clients do: they move on their own.
+SAMPLED = (
+    "claims_realtime_python_allocated_blocks",
+    "claims_realtime_python_blocks_after_full_collection",
+    "claims_realtime_python_full_collections_total",
+    "claims_realtime_engineio_sessions",
+)
 
 
 async def scrape(server: Server) -> Samples:
@@ -225,7 +233,6 @@ async def test_metrics_answers_get_and_head_only(server: Server) -> None:
     assert refused.headers["allow"] == "GET, HEAD"
 
 
-
 async def test_a_slow_consumer_drop_is_counted(own_server: Server) -> None:
     """A raw websocket that stops reading (see test_slow_consumer.py) is dropped: counted."""
     own_server.env["MAX_SOCKET_BACKLOG"] = "100"
@@ -295,9 +302,7 @@ async def test_every_worker_reports_the_totals_of_all_workers(tmp_path: Path) ->
             recorded = ("claims_realtime_events_ingested_total", (("outcome", "recorded"),))
             assert samples[recorded] == 3
             assert samples[("claims_realtime_deliveries_total", ())] == 3 * len(clients)
-            assert samples[("claims_realtime_channels", (("status", "connected"),))] == len(
-                clients
-            )
+            assert samples[("claims_realtime_channels", (("status", "connected"),))] == len(clients)
     finally:
         for client in clients:
             await client.close()
@@ -320,6 +325,25 @@ async def test_live_python_memory_is_exported(server: Server) -> None:
     samples = await scrape(server)
     blocks = samples[("claims_realtime_python_allocated_blocks", ())]
     assert 100_000 < blocks < 100_000_000  # a Python server holds hundreds of thousands
+
+
+async def test_sigusr2_runs_a_full_collection_and_exports_what_it_left(server: Server) -> None:
+    """The soak's leak check: live memory measured right after a full collection, on
+    request (the interpreter's own full collections come only every few minutes)."""
+    before = await scrape(server)
+    count = before[("claims_realtime_python_full_collections_total", ())]
+    assert server.process is not None
+    server.process.send_signal(signal.SIGUSR2)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (samples := await scrape(server))[
+        ("claims_realtime_python_full_collections_total", ())
+    ] < count + 1:
+        assert asyncio.get_running_loop().time() < deadline, "no full collection on SIGUSR2"
+        await asyncio.sleep(0.05)
+    after = samples[("claims_realtime_python_blocks_after_full_collection", ())]
+    # What the collection left: live data, no more than the allocator holds right after.
+    assert 100_000 < after <= samples[("claims_realtime_python_allocated_blocks", ())] + 50_000
+    assert server.process.poll() is None  # handled, not the default action (terminate)
 
 
 async def test_dropped_connections_are_released_at_once(server: Server) -> None:

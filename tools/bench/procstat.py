@@ -48,6 +48,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def is_spawned_worker(pid: int) -> bool:
+    """A process started by multiprocessing's spawn (uvicorn's workers), not one of its
+    helpers (e.g. the resource tracker)."""
+    try:
+        command = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"spawn_main" in command
+
+
 def tree(pid: int) -> list[int]:
     """`pid` and its descendants."""
     return [pid, *descendants(pid)]

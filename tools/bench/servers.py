@@ -196,18 +196,24 @@ class BenchServer:
         return procstat.rss_kb(self.pids())
 
     def allocated_blocks(self) -> int | None:
-        """Live Python memory blocks of the server's processes, from GET /metrics (None if
-        that fails): unlike RSS, this drops when objects are freed."""
+        """Python memory blocks the server's processes hold (live data, and cyclic garbage
+        awaiting a collection), from GET /metrics (None if that fails)."""
+        sums = self.metric_sums()
+        value = sums.get("claims_realtime_python_allocated_blocks") if sums else None
+        return None if value is None else int(value)
+
+    def metric_sums(self) -> dict[str, float] | None:
+        """Each sample name of GET /metrics, summed over its labels (None if that fails)."""
         try:
             text = httpx.get(self.base_url + "/metrics", timeout=5).text
         except httpx.HTTPError:
             return None
-        values = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("claims_realtime_python_allocated_blocks")
-        ]
-        return int(sum(values)) if values else None
+        sums: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return sums
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -237,6 +243,9 @@ class BenchServer:
                 )
 
             return list(await asyncio.gather(*(create(spec) for spec in specs)))
+
+
+_FULL_COLLECTIONS = "claims_realtime_python_full_collections_total"
 
 
 class OurServer(BenchServer):
@@ -280,6 +289,31 @@ class OurServer(BenchServer):
     @property
     def batch_url(self) -> str:
         return f"{self.base_url}/api/v1/claim-events/batch"
+
+    def app_pids(self) -> list[int]:
+        """The processes that run the app: the server itself, or with --workers N its
+        uvicorn workers (not the supervisor, which does not handle SIGUSR2)."""
+        if self.workers == 1:
+            return [self.pid]
+        return [pid for pid in procstat.descendants(self.pid) if procstat.is_spawned_worker(pid)]
+
+    def live_blocks_after_collection(self, timeout: float = 10.0) -> int | None:
+        """Ask every app process for a full garbage collection (SIGUSR2) and answer the
+        Python blocks live right after it, summed; None if they did not all answer in time.
+        Unlike the plain block count, this holds no cyclic garbage: it grows only with a
+        leak."""
+        before = self.metric_sums() or {}
+        count = before.get(_FULL_COLLECTIONS, 0.0)
+        pids = self.app_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            sums = self.metric_sums() or {}
+            if sums.get(_FULL_COLLECTIONS, 0.0) >= count + len(pids):
+                return int(sums["claims_realtime_python_blocks_after_full_collection"])
+        return None
 
     def subscribe_request(self, spec: ChannelSpec) -> tuple[str, dict[str, Any]]:
         path = f"/api/v1/realtime-subscriptions/{spec.kind}"
