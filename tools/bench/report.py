@@ -151,7 +151,8 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 # Undecided when both are floors (the sweep did not reach either limit), or
                 # when ours is a floor still below the baseline.
                 "met": None
-                if ratio is None or (capped["ours"] and ratio < THROUGHPUT_RATIO_TARGET)
+                if ratio is None
+                or (capped["ours"] and ratio < THROUGHPUT_RATIO_TARGET)
                 or (capped["ours"] and capped["baseline"])
                 else ratio >= THROUGHPUT_RATIO_TARGET,
             }
