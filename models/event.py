@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tortoise import fields
@@ -49,3 +51,24 @@ class ChannelEvent(Model):
     class Meta:
         table = "channel_event"
         unique_together = (("channel", "sequence"),)
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """An event being recorded: ClaimEvent's fields, without a Tortoise model object
+    (ingestion builds one per event of every batch, and a model instance cost ~20 us),
+    plus `data` serialised once, as stored and as it goes into the envelope."""
+
+    event_id: str
+    event_type: str
+    claim_id: str
+    organisation_id: str
+    user_id: str
+    actor_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+    #: `data` as compact ASCII JSON: the stored text (JSONTextField's encoding).
+    data_json: str
+    fingerprint: str
+    channel_count: int = 0

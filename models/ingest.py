@@ -20,7 +20,7 @@ from models.clock import utcnow
 from models.credentials import new_event_id
 from models.db import insert_rows, sql_for, update_by_id
 from models.errors import EventIdConflict, InvalidInput
-from models.event import ClaimEvent
+from models.event import ClaimEvent, NewEvent
 
 _ATTEMPTS = 3
 _EVENT_COLUMNS = (
@@ -51,7 +51,8 @@ class Placement:
 class Recorded:
     """The outcome for one submitted event."""
 
-    event: ClaimEvent
+    #: The stored event for a duplicate, the one just recorded otherwise.
+    event: ClaimEvent | NewEvent
     duplicate: bool
     #: Where it was placed by this call (empty for a duplicate: it was placed before).
     placements: tuple[Placement, ...] = ()
@@ -76,22 +77,33 @@ def _parse_time(value: str, field: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _data_size(data: Any) -> int:
-    return len(
-        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+def _data_json(data: Any, field: str, max_data_bytes: int) -> str:
+    """`data` as stored (compact ASCII JSON), or InvalidInput if its UTF-8 JSON is too big."""
+    text = json.dumps(data, separators=(",", ":"))
+    # Without \u escapes the ASCII text is the UTF-8 text: its length is the size.
+    size = (
+        len(text)
+        if "\\u" not in text
+        else len(
+            json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
     )
+    if size > max_data_bytes:
+        raise InvalidInput(
+            f"{field}data", f"{field}data is larger than {max_data_bytes} bytes of JSON"
+        )
+    return text
 
 
 def _new_event(
     submitted: Mapping[str, Any], field: str, *, now: datetime, max_data_bytes: int
-) -> ClaimEvent:
+) -> NewEvent:
     data = submitted.get("data") or {}
-    if _data_size(data) > max_data_bytes:
-        raise InvalidInput(
-            f"{field}data", f"{field}data is larger than {max_data_bytes} bytes of JSON"
-        )
+    data_json = _data_json(data, field, max_data_bytes)
     occurred = submitted.get("occurred_at")
-    return ClaimEvent(
+    return NewEvent(
         event_id=submitted.get("event_id") or new_event_id(),
         event_type=submitted["event_type"],
         claim_id=submitted["claim_id"],
@@ -101,6 +113,7 @@ def _new_event(
         occurred_at=_parse_time(occurred, f"{field}occurred_at") if occurred else now,
         recorded_at=now,
         data=data,
+        data_json=data_json,
         fingerprint=_fingerprint(submitted),
     )
 
@@ -133,14 +146,14 @@ async def record_events(
 
 
 async def _record(
-    fresh: list[ClaimEvent], given: list[str], prefixes: list[str], now: datetime
+    fresh: list[NewEvent], given: list[str], prefixes: list[str], now: datetime
 ) -> list[Recorded]:
     # Every await below is a round trip to the database (through aiosqlite's thread on
     # SQLite) while the transaction holds the write lock: keep them few and fixed in number.
     async with in_transaction() as connection:
         results: list[Recorded | None] = [None] * len(fresh)
-        to_store: list[tuple[int, ClaimEvent]] = []
-        known = await _known_events(given)
+        to_store: list[tuple[int, NewEvent]] = []
+        known: dict[str, ClaimEvent | NewEvent] = dict(await _known_events(given))
         for i, event in enumerate(fresh):
             previous = known.get(event.event_id)
             if previous is not None:
@@ -188,7 +201,7 @@ async def _known_events(given: list[str]) -> dict[str, ClaimEvent]:
     return {event.event_id: event for event in await ClaimEvent.filter(event_id__in=given)}
 
 
-def _event_row(event: ClaimEvent) -> list[Any]:
+def _event_row(event: NewEvent) -> list[Any]:
     fields_map = ClaimEvent._meta.fields_map
     return [
         event.event_id,
@@ -197,9 +210,9 @@ def _event_row(event: ClaimEvent) -> list[Any]:
         event.organisation_id,
         event.user_id,
         event.actor_id,
-        fields_map["occurred_at"].to_db_value(event.occurred_at, event),
-        fields_map["recorded_at"].to_db_value(event.recorded_at, event),
-        fields_map["data"].to_db_value(event.data, event),
+        fields_map["occurred_at"].to_db_value(event.occurred_at, ClaimEvent),
+        fields_map["recorded_at"].to_db_value(event.recorded_at, ClaimEvent),
+        event.data_json,
         event.fingerprint,
         event.channel_count,
     ]
@@ -231,7 +244,7 @@ def _event_types(raw: str) -> frozenset[str]:
 
 
 async def _candidate_channels(
-    connection: BaseDBAsyncClient, events: Sequence[ClaimEvent]
+    connection: BaseDBAsyncClient, events: Sequence[NewEvent]
 ) -> tuple[dict[str, list[_Route]], dict[str, list[_Route]]]:
     """Open channels any of `events` may route to, by organisation and by user.
 

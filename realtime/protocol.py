@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from socketio import packet
 
 from models.clock import rfc3339
-from models.event import ClaimEvent
+from models.event import ClaimEvent, NewEvent
 
 NAMESPACE_PREFIX = "/channels/"
 _NAMESPACE = re.compile(r"^/channels/(chan_[a-z0-9]{1,64})$")
@@ -35,7 +36,7 @@ def channel_id_of(namespace: str) -> str | None:
     return match.group(1) if match else None
 
 
-def event_body(event: ClaimEvent) -> dict[str, Any]:
+def event_body(event: ClaimEvent | NewEvent) -> dict[str, Any]:
     """The part of an envelope that is the same on every channel: built once per event."""
     return {
         "event_id": event.event_id,
@@ -66,6 +67,24 @@ class PreparedEvent:
 def prepare(body: dict[str, Any]) -> PreparedEvent:
     # Same serialisation as python-socketio's packet encoder (compact, ASCII-escaped).
     return PreparedEvent(body["event_type"], json.dumps(body, separators=(",", ":"))[1:])
+
+
+def prepare_new(event: NewEvent) -> PreparedEvent:
+    """`prepare(event_body(event))` for an event just recorded, by concatenation: its `data`
+    is serialised already (`data_json`, the same compact ASCII JSON), and the rest are short
+    strings. Byte for byte the same (tests/unit/test_protocol.py)."""
+    actor = "null" if event.actor_id is None else _json_string(event.actor_id)
+    tail = (
+        f'"event_id":{_json_string(event.event_id)},'
+        f'"event_type":{_json_string(event.event_type)},'
+        f'"claim_id":{_json_string(event.claim_id)},'
+        f'"organisation_id":{_json_string(event.organisation_id)},'
+        f'"user_id":{_json_string(event.user_id)},'
+        f'"actor_id":{actor},'
+        f'"occurred_at":{_json_string(rfc3339(event.occurred_at))},'
+        f'"data":{event.data_json}}}'
+    )
+    return PreparedEvent(event.event_type, tail)
 
 
 def event_packet(channel_id: str, sequence: int, event: PreparedEvent) -> str:

@@ -129,6 +129,33 @@ async def test_data_over_the_limit_is_refused_naming_the_field() -> None:
     assert await ClaimEvent.all().count() == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [
+        # `{"note":"` + text + `"}` is 11 bytes of JSON around the text.
+        ("x" * (LIMIT - 11), True),
+        ("x" * (LIMIT - 10), False),
+        # Counted in UTF-8 (2 bytes each), not as the stored \u00e9 escapes (6 each).
+        ("é" * ((LIMIT - 11) // 2), True),
+        ("é" * ((LIMIT - 11) // 2 + 1), False),
+        # A literal backslash-u is not an escape of a non-ASCII character: 2 bytes of
+        # JSON for the backslash, 1 for the u.
+        ("\\u" * ((LIMIT - 11) // 3), True),
+    ],
+    ids=["ascii-at-limit", "ascii-over", "utf8-at-limit", "utf8-over", "backslash-u"],
+)
+async def test_data_size_is_its_compact_utf8_json(text: str, fits: bool) -> None:
+    event = claim_event(data={"note": text})
+    if fits:
+        (outcome,) = await record(event)
+        stored = await ClaimEvent.get(event_id=outcome.event.event_id)
+        assert stored.data == {"note": text}  # stored whole, as sent
+    else:
+        with pytest.raises(InvalidInput) as raised:
+            await record(event)
+        assert raised.value.field == "data"
+
+
 async def test_server_assigns_ids_and_keeps_occurred_at_in_utc() -> None:
     (outcome,) = await record(claim_event(occurred_at="2026-03-26T10:14:22+02:00"))
     stored = await ClaimEvent.get(event_id=outcome.event.event_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import pytest
 from socketio import packet
 
-from realtime.protocol import envelope, event_packet, namespace_of, prepare
+from models.event import NewEvent
+from realtime.protocol import envelope, event_packet, namespace_of, prepare, prepare_new
 
 BODIES: list[dict[str, Any]] = [
     {
@@ -50,3 +53,24 @@ def test_event_packet_is_byte_for_byte_python_socketios_encoding(
         id=sequence,
     ).encode()
     assert event_packet(channel_id, sequence, prepare(body)) == expected
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_an_event_just_recorded_is_prepared_as_its_body_would_be(body: dict[str, Any]) -> None:
+    """prepare_new concatenates what ingestion serialised already; the result must be what
+    serialising the whole body gives, escapes and all."""
+    occurred = datetime.fromisoformat(body["occurred_at"].replace("Z", "+00:00"))
+    event = NewEvent(
+        event_id=body["event_id"],
+        event_type=body["event_type"],
+        claim_id=body["claim_id"],
+        organisation_id=body["organisation_id"],
+        user_id=body["user_id"],
+        actor_id=body["actor_id"],
+        occurred_at=occurred,
+        recorded_at=occurred,
+        data=body["data"],
+        data_json=json.dumps(body["data"], separators=(",", ":")),
+        fingerprint="",
+    )
+    assert prepare_new(event) == prepare(body)
