@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -26,8 +27,13 @@ def new_channel_id() -> str:
     return random_id("chan_")
 
 
-def new_event_id() -> str:
-    return random_id("evt_", 24)
+def new_event_ids(count: int) -> list[str]:
+    """`count` server-assigned event ids: `evt_` + 24 of [a-z2-7] (120 bits), all from one
+    CSPRNG read. Ingestion assigns one to every event of a batch, and a read per id, a system
+    call each, was a fifth of ingestion's event-loop time under load (py-spy)."""
+    # 15 random bytes are exactly 24 base32 characters: no padding, chunks stay aligned.
+    text = base64.b32encode(secrets.token_bytes(15 * count)).decode("ascii").lower()
+    return ["evt_" + text[i * 24 : (i + 1) * 24] for i in range(count)]
 
 
 def new_token() -> str:

@@ -15,15 +15,16 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import DBConnectionError, OperationalError
+from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.migrations.executor import MigrationExecutor
+from tortoise.transactions import in_transaction
 
 from models.errors import Unavailable
 
@@ -31,6 +32,8 @@ MODEL_MODULES = ["models.channel", "models.event", "models.presence"]
 MIGRATIONS_MODULE = "models.migrations"
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -155,37 +158,41 @@ def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
 #: Bound parameters per statement: SQLite allows 32,766, PostgreSQL 32,767.
 _PARAMETERS_PER_STATEMENT = 30_000
 
+#: A statement written with `?` placeholders, and its parameters.
+Statement = tuple[str, list[Any]]
 
-async def insert_rows(
-    connection: BaseDBAsyncClient, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
+
+def insert_statements(
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[Statement]:
     """INSERT many rows in as few statements as the parameter limit allows."""
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
     per_statement = _PARAMETERS_PER_STATEMENT // len(columns)
+    statements = []
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(
             [row_sql] * len(chunk)
         )
-        await connection.execute_query(
-            sql_for(connection, query), [value for row in chunk for value in row]
-        )
+        statements.append((query, [value for row in chunk for value in row]))
+    return statements
 
 
-async def update_by_id(
-    connection: BaseDBAsyncClient,
+def update_statements(
+    dialect: str,
     table: str,
     column: str,
     values: Mapping[str, int],
     *,
     forward_only: bool = False,
     also: Mapping[str, Any] | None = None,
-) -> None:
-    """Set an integer `column` per row id in one statement per few hundred rows; with
+) -> list[Statement]:
+    """Set an integer `column` per row id in one statement per few thousand rows; with
     `forward_only`, never lower it (NULL counts as lower than anything)."""
     items = list(values.items())
-    greatest = "max" if connection.capabilities.dialect == "sqlite" else "GREATEST"
+    greatest = "max" if dialect == "sqlite" else "GREATEST"
     per_statement = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 3  # when, then, in
+    statements = []
     for start in range(0, len(items), per_statement):
         chunk = items[start : start + per_statement]
         case = "CASE id " + " ".join(["WHEN ? THEN CAST(? AS BIGINT)"] * len(chunk)) + " END"
@@ -197,7 +204,72 @@ async def update_by_id(
         )
         parameters = [value for pair in chunk for value in pair]
         parameters += list((also or {}).values()) + [row_id for row_id, _ in chunk]
+        statements.append((query, parameters))
+    return statements
+
+
+async def execute_all(connection: BaseDBAsyncClient, statements: Sequence[Statement]) -> None:
+    """Run statements, in order, on a Tortoise connection (e.g. a transaction's)."""
+    for query, parameters in statements:
         await connection.execute_query(sql_for(connection, query), parameters)
+
+
+async def execute_in_transaction(statements: Sequence[Statement]) -> None:
+    """Run statements, in order, in one transaction, committed before this returns."""
+    if dialect() == "sqlite":
+        await sqlite_transaction(lambda db: _execute_sync(db, statements))
+        return
+    async with in_transaction() as connection:
+        await execute_all(connection, statements)
+
+
+def _execute_sync(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
+    for query, parameters in statements:
+        db.execute(query, parameters)
+
+
+def dialect() -> str:
+    """The default connection's SQL dialect: `sqlite` or `postgres`."""
+    return str(Tortoise.get_connection("default").capabilities.dialect)
+
+
+async def sqlite_transaction(work: Callable[[sqlite3.Connection], T]) -> T:
+    """SQLite: run `work(db)` in one transaction, in one trip to aiosqlite's thread (where
+    `work` runs, between BEGIN IMMEDIATE and COMMIT), and answer what it returns; rolled
+    back if it raises. Committed (fsynced: synchronous=FULL) before this returns.
+
+    Why not Tortoise's `in_transaction()`: it makes the BEGIN, every statement and the
+    COMMIT (after a no-op commit) a trip of their own, each resumed by the event loop only
+    when its turn comes, with the connection's lock held all along. Under load a trip took
+    ~1 ms, seven per ingestion, and that lock's queue, not SQLite, capped ingestion.
+    This holds the same lock (Tortoise's, around every use of its one connection), so it
+    never interleaves with Tortoise's own queries. It reaches into Tortoise's SQLite client
+    and aiosqlite (both pinned in pyproject.toml): tests/unit/test_db.py checks the contract.
+    """
+    client: Any = Tortoise.get_connection("default")
+    async with client._lock:
+        if client._connection is None:
+            await client.create_connection(with_db=True)
+        threaded = client._connection  # aiosqlite.Connection
+
+        def transaction() -> T:
+            db: sqlite3.Connection = threaded._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                if db.in_transaction:  # SQLite ends it itself on some errors
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        try:
+            return cast(T, await threaded._execute(transaction))
+        except sqlite3.IntegrityError as exc:  # as Tortoise translates them
+            raise IntegrityError(exc) from exc
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(exc) from exc
 
 
 #: SQLite errors that mean "not now" rather than "wrong": another writer, a full disk.

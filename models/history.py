@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise import connections
-from tortoise.transactions import in_transaction
 
 from models.channel import Channel
 from models.clock import utcnow
-from models.db import update_by_id
+from models.db import dialect, execute_in_transaction, update_statements
 from models.event import ChannelEvent, ClaimEvent
 
 
@@ -74,12 +73,15 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
     confirmed = {cid: c for cid, (_, c) in positions.items() if c is not None}
     if not delivered and not confirmed:
         return
-    async with in_transaction() as connection:
+    statements = [
+        statement
         for column, values in (
             ("delivered_sequence", delivered),
             ("confirmed_sequence", confirmed),
-        ):
-            await update_by_id(connection, "channel", column, values, forward_only=True)
+        )
+        for statement in update_statements(dialect(), "channel", column, values, forward_only=True)
+    ]
+    await execute_in_transaction(statements)
 
 
 async def prune(retention: Retention) -> int:

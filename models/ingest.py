@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,8 +18,16 @@ from tortoise.transactions import in_transaction
 
 from models.channel import SubscriptionType
 from models.clock import utcnow
-from models.credentials import new_event_id
-from models.db import insert_rows, sql_for, update_by_id
+from models.credentials import new_event_ids
+from models.db import (
+    Statement,
+    dialect,
+    execute_all,
+    insert_statements,
+    sql_for,
+    sqlite_transaction,
+    update_statements,
+)
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ClaimEvent, NewEvent
 
@@ -52,7 +61,7 @@ class Recorded:
     """The outcome for one submitted event."""
 
     #: The stored event for a duplicate, the one just recorded otherwise.
-    event: ClaimEvent | NewEvent
+    event: NewEvent
     duplicate: bool
     #: Where it was placed by this call (empty for a duplicate: it was placed before).
     placements: tuple[Placement, ...] = ()
@@ -98,13 +107,13 @@ def _data_json(data: Any, field: str, max_data_bytes: int) -> str:
 
 
 def _new_event(
-    submitted: Mapping[str, Any], field: str, *, now: datetime, max_data_bytes: int
+    submitted: Mapping[str, Any], field: str, *, now: datetime, max_data_bytes: int, event_id: str
 ) -> NewEvent:
     data = submitted.get("data") or {}
     data_json = _data_json(data, field, max_data_bytes)
     occurred = submitted.get("occurred_at")
     return NewEvent(
-        event_id=submitted.get("event_id") or new_event_id(),
+        event_id=event_id,
         event_type=submitted["event_type"],
         claim_id=submitted["claim_id"],
         organisation_id=submitted["organisation_id"],
@@ -130,12 +139,14 @@ async def record_events(
     now = utcnow()
     prefixes = [f"events.{i}." if batch else "" for i in range(len(submitted))]
     given = [str(item["event_id"]) for item in submitted if item.get("event_id")]
+    assigned = new_event_ids(len(submitted) - len(given))
+    ids = [str(item["event_id"]) if item.get("event_id") else assigned.pop() for item in submitted]
     # Two processes recording the same new event_id at once: the second insert fails on
     # the primary key; trying again finds the first one's row, a duplicate.
     for attempt in range(_ATTEMPTS):
         fresh = [
-            _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes)
-            for item, prefix in zip(submitted, prefixes, strict=True)
+            _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes, event_id=event_id)
+            for item, prefix, event_id in zip(submitted, prefixes, ids, strict=True)
         ]
         try:
             return await _record(fresh, given, prefixes, now)
@@ -148,57 +159,152 @@ async def record_events(
 async def _record(
     fresh: list[NewEvent], given: list[str], prefixes: list[str], now: datetime
 ) -> list[Recorded]:
-    # Every await below is a round trip to the database (through aiosqlite's thread on
-    # SQLite) while the transaction holds the write lock: keep them few and fixed in number.
+    if dialect() == "sqlite":
+        # The whole transaction in one trip to SQLite's thread (see sqlite_transaction).
+        return await sqlite_transaction(lambda db: _record_sync(db, fresh, given, prefixes, now))
+    # PostgreSQL: the same steps, each statement a round trip.
     async with in_transaction() as connection:
-        results: list[Recorded | None] = [None] * len(fresh)
-        to_store: list[tuple[int, NewEvent]] = []
-        known: dict[str, ClaimEvent | NewEvent] = dict(await _known_events(given))
-        for i, event in enumerate(fresh):
+        batch = _Batch(fresh, prefixes, now)
+        known = _known_query(given)
+        if known is not None:
+            batch.sort_out_duplicates((await connection.execute_query(*_pg(connection, known)))[1])
+        else:
+            batch.sort_out_duplicates([])
+        candidates = _candidates_query(batch.to_store, "postgres")
+        if candidates is not None:
+            batch.place((await connection.execute_query(*_pg(connection, candidates)))[1])
+        await execute_all(connection, batch.writes("postgres"))
+    return batch.results()
+
+
+def _record_sync(
+    db: sqlite3.Connection,
+    fresh: list[NewEvent],
+    given: list[str],
+    prefixes: list[str],
+    now: datetime,
+) -> list[Recorded]:
+    """`_record` on SQLite, run in its thread inside the transaction."""
+    batch = _Batch(fresh, prefixes, now)
+    known = _known_query(given)
+    batch.sort_out_duplicates(db.execute(*known).fetchall() if known is not None else [])
+    candidates = _candidates_query(batch.to_store, "sqlite")
+    if candidates is not None:
+        batch.place(db.execute(*candidates).fetchall())
+    for statement in batch.writes("sqlite"):
+        db.execute(*statement)
+    return batch.results()
+
+
+def _pg(connection: BaseDBAsyncClient, statement: Statement) -> Statement:
+    return sql_for(connection, statement[0]), statement[1]
+
+
+class _Batch:
+    """What one call records, worked out from what the database holds: which events are
+    duplicates, and where the others go. No I/O here: both paths above share it."""
+
+    def __init__(self, fresh: list[NewEvent], prefixes: list[str], now: datetime) -> None:
+        self.fresh = fresh
+        self.prefixes = prefixes
+        self.now = now
+        self._results: list[Recorded | None] = [None] * len(fresh)
+        #: (index in the call, event) of the events to store.
+        self.stored: list[tuple[int, NewEvent]] = []
+        self._placements: list[list[Any]] = []
+        self._touched: dict[str, _Route] = {}
+
+    @property
+    def to_store(self) -> list[NewEvent]:
+        return [event for _, event in self.stored]
+
+    def sort_out_duplicates(self, known_rows: Sequence[Mapping[str, Any]]) -> None:
+        """A known event_id sent again: a duplicate if unchanged, else EventIdConflict (also
+        within the batch: its first occurrence is the one recorded)."""
+        known: dict[str, NewEvent] = {
+            str(row["event_id"]): _stored_event(row) for row in known_rows
+        }
+        for i, event in enumerate(self.fresh):
             previous = known.get(event.event_id)
             if previous is not None:
                 if previous.fingerprint != event.fingerprint:
-                    raise EventIdConflict(event.event_id, f"{prefixes[i]}event_id")
-                results[i] = Recorded(event=previous, duplicate=True)
+                    raise EventIdConflict(event.event_id, f"{self.prefixes[i]}event_id")
+                self._results[i] = Recorded(event=previous, duplicate=True)
                 continue
             known[event.event_id] = event
-            to_store.append((i, event))
+            self.stored.append((i, event))
 
-        by_organisation, by_user = await _candidate_channels(
-            connection, [event for _, event in to_store]
-        )
-        rows: list[list[Any]] = []
-        touched: dict[str, _Route] = {}
-        for i, event in to_store:
-            placements = []
+    def place(self, candidate_rows: Sequence[Mapping[str, Any]]) -> None:
+        """Give each stored event the next sequence on every open channel it routes to."""
+        by_organisation, by_user = _routes(candidate_rows)
+        for _, event in self.stored:
+            placed = 0
             for route in (
                 *by_organisation.get(event.organisation_id, ()),
                 *by_user.get(event.user_id, ()),
             ):
                 if event.event_type in route.event_types:
                     route.head += 1
-                    touched[route.id] = route
-                    placements.append(Placement(route.id, route.head))
-                    rows.append([route.id, route.head, event.event_id, now])
-            event.channel_count = len(placements)
-            results[i] = Recorded(event=event, duplicate=False, placements=tuple(placements))
+                    self._touched[route.id] = route
+                    self._placements.append([route.id, route.head, event.event_id, self.now])
+                    placed += 1
+            event.channel_count = placed
 
-        events = [_event_row(event) for _, event in to_store]
-        await insert_rows(connection, "claim_event", _EVENT_COLUMNS, events)
-        await insert_rows(connection, "channel_event", _PLACEMENT_COLUMNS, rows)
-        heads = {route.id: route.head for route in touched.values()}
-        await update_by_id(
-            connection, "channel", "head_sequence", heads, also={"last_event_at": now}
-        )
-    return [result for result in results if result is not None]
+    def writes(self, dialect: str) -> list[Statement]:
+        heads = {route.id: route.head for route in self._touched.values()}
+        return [
+            *insert_statements(
+                "claim_event", _EVENT_COLUMNS, [_event_row(event) for event in self.to_store]
+            ),
+            *insert_statements("channel_event", _PLACEMENT_COLUMNS, self._placements),
+            *update_statements(
+                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.now}
+            ),
+        ]
+
+    def results(self) -> list[Recorded]:
+        placements: dict[str, list[Placement]] = {}
+        for channel_id, sequence, event_id, _ in self._placements:
+            placements.setdefault(event_id, []).append(Placement(channel_id, sequence))
+        for i, event in self.stored:
+            self._results[i] = Recorded(
+                event=event,
+                duplicate=False,
+                placements=tuple(placements.get(event.event_id, ())),
+            )
+        return [result for result in self._results if result is not None]
 
 
-async def _known_events(given: list[str]) -> dict[str, ClaimEvent]:
+def _known_query(given: list[str]) -> Statement | None:
     """Already recorded events among the publisher's event ids (ids the server assigns are
     new by construction: nothing to look up for them)."""
     if not given:
-        return {}
-    return {event.event_id: event for event in await ClaimEvent.filter(event_id__in=given)}
+        return None
+    return (
+        f"SELECT {', '.join(_EVENT_COLUMNS)} FROM claim_event "
+        f"WHERE event_id IN ({', '.join('?' * len(given))})",
+        list(given),
+    )
+
+
+def _stored_event(row: Mapping[str, Any]) -> NewEvent:
+    fields_map = ClaimEvent._meta.fields_map
+    data = row["data"]
+    data_json = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return NewEvent(
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        claim_id=row["claim_id"],
+        organisation_id=row["organisation_id"],
+        user_id=row["user_id"],
+        actor_id=row["actor_id"],
+        occurred_at=fields_map["occurred_at"].to_python_value(row["occurred_at"]),
+        recorded_at=fields_map["recorded_at"].to_python_value(row["recorded_at"]),
+        data=json.loads(data_json),
+        data_json=data_json,
+        fingerprint=row["fingerprint"],
+        channel_count=int(row["channel_count"]),
+    )
 
 
 def _event_row(event: NewEvent) -> list[Any]:
@@ -243,27 +349,31 @@ def _event_types(raw: str) -> frozenset[str]:
     return frozenset(json.loads(raw))
 
 
-async def _candidate_channels(
-    connection: BaseDBAsyncClient, events: Sequence[NewEvent]
-) -> tuple[dict[str, list[_Route]], dict[str, list[_Route]]]:
-    """Open channels any of `events` may route to, by organisation and by user.
+def _candidates_query(events: Sequence[NewEvent], dialect: str) -> Statement | None:
+    """Open channels any of `events` may route to.
 
     Locked against concurrent ingestion (row locks, in id order, on PostgreSQL; SQLite
     serialises writers anyway). One plain query: no model objects for a batch that may
     touch thousands of channels.
     """
-    by_organisation: dict[str, list[_Route]] = {}
-    by_user: dict[str, list[_Route]] = {}
     if not events:
-        return by_organisation, by_user
+        return None
     organisations = sorted({event.organisation_id for event in events})
     users = sorted({event.user_id for event in events})
     query = _CANDIDATES.format(
         organisations=", ".join("?" * len(organisations)), users=", ".join("?" * len(users))
     )
-    if connection.capabilities.dialect != "sqlite":
+    if dialect != "sqlite":
         query += " FOR UPDATE"
-    _, rows = await connection.execute_query(sql_for(connection, query), [*organisations, *users])
+    return query, [*organisations, *users]
+
+
+def _routes(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, list[_Route]], dict[str, list[_Route]]]:
+    """The candidate channels by organisation and by user."""
+    by_organisation: dict[str, list[_Route]] = {}
+    by_user: dict[str, list[_Route]] = {}
     for row in rows:
         types = row["event_types"]
         route = _Route(

@@ -24,7 +24,6 @@ from models.channel import Channel, ChannelStatus
 from models.clock import rfc3339, rfc3339_or_none
 from models.credentials import random_id, secret_matches
 from models.db import database_reachable
-from models.event import ClaimEvent, NewEvent
 from models.history import Retention
 from realtime import metrics, relay
 from realtime.broker import Broker
@@ -54,11 +53,6 @@ log = logging.getLogger(__name__)
 #: With other processes, how often local sockets are checked against the database: the
 #: longest an event waits when its announcement was lost (Redis down or a dropped message).
 RECONCILE_SECONDS = 5.0
-
-
-def _prepared(event: ClaimEvent | NewEvent) -> PreparedEvent:
-    # A placed event was recorded by this call: always a NewEvent, its data serialised.
-    return prepare_new(event) if isinstance(event, NewEvent) else prepare(event_body(event))
 
 
 def closed_notice(channel_id: str, closed_at: datetime) -> str:
@@ -181,7 +175,7 @@ class Hub:
             prepared: PreparedEvent | None = None
             for placement in outcome.placements:
                 if self.fanout.has_subscribers(placement.channel_id):
-                    prepared = prepared or _prepared(outcome.event)
+                    prepared = prepared or prepare_new(outcome.event)
                     packet = event_packet(placement.channel_id, placement.sequence, prepared)
                     per_channel.setdefault(placement.channel_id, []).append(
                         (placement.sequence, packet)

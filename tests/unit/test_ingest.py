@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from models import ingest, subscriptions
 from models.channel import Channel, SubscriptionType
+from models.credentials import new_event_ids
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ChannelEvent, ClaimEvent
 
@@ -167,3 +169,24 @@ async def test_occurred_at_without_offset_is_refused() -> None:
     with pytest.raises(InvalidInput) as raised:
         await record(claim_event(occurred_at="2026-03-26T10:14:22"))
     assert raised.value.field == "occurred_at"
+
+
+async def test_every_event_without_an_id_gets_its_own() -> None:
+    """Server-assigned ids come from one random read per batch, cut in pieces: each
+    `evt_` + 24 of [a-z2-7], all different, and those the publisher gave are kept."""
+    outcomes = await record(
+        *[claim_event(claim_id=f"clm_{i}") for i in range(50)],
+        claim_event(event_id="mine_1"),
+        batch=True,
+    )
+    ids = [outcome.event.event_id for outcome in outcomes]
+    assert ids[-1] == "mine_1"
+    assert len(set(ids)) == 51
+    assert all(re.fullmatch(r"evt_[a-z2-7]{24}", event_id) for event_id in ids[:-1]), ids
+    assert await ClaimEvent.filter(event_id__in=ids).count() == 51
+
+
+def test_assigned_ids_are_not_repeated_across_reads() -> None:
+    first, second = new_event_ids(1000), new_event_ids(1000)
+    assert len(set(first) | set(second)) == 2000
+    assert new_event_ids(0) == []

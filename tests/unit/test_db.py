@@ -1,0 +1,115 @@
+"""models.db's transactions: the SQLite one-trip transaction keeps Tortoise's guarantees
+(atomic, committed before it returns, errors translated, never interleaved with Tortoise's own
+use of the connection), and statements run in one transaction on either database."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from models.db import execute_in_transaction, sqlite_transaction
+from models.event import ClaimEvent
+from models.presence import Node
+
+NOW = "2026-03-26T08:00:00+00:00"
+
+
+def insert_node(db: sqlite3.Connection, node_id: str) -> None:
+    db.execute(
+        "INSERT INTO node (id, started_at, heartbeat_at) VALUES (?, ?, ?)", [node_id, NOW, NOW]
+    )
+
+
+#: sqlite_transaction is the SQLite path: its tests run in the SQLite pass only.
+sqlite_only = pytest.mark.sqlite
+
+
+@sqlite_only
+@pytest.mark.usefixtures("db")
+async def test_a_transaction_commits_what_it_wrote_and_answers_its_result() -> None:
+    def work(db: sqlite3.Connection) -> int:
+        insert_node(db, "node_a")
+        insert_node(db, "node_b")
+        return int(db.execute("SELECT count(*) FROM node").fetchone()[0])
+
+    assert await sqlite_transaction(work) == 2
+    assert sorted(await Node.all().values_list("id", flat=True)) == ["node_a", "node_b"]
+
+
+@sqlite_only
+@pytest.mark.usefixtures("db")
+async def test_an_error_rolls_everything_back_and_reaches_the_caller() -> None:
+    def work(db: sqlite3.Connection) -> None:
+        insert_node(db, "node_a")
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        await sqlite_transaction(work)
+    assert await Node.all().count() == 0
+    # The connection is usable afterwards, by Tortoise and by us.
+    await sqlite_transaction(lambda db: insert_node(db, "node_c"))
+    assert await Node.all().values_list("id", flat=True) == ["node_c"]
+
+
+@sqlite_only
+@pytest.mark.usefixtures("db")
+async def test_constraint_violations_are_tortoises_integrity_error() -> None:
+    """Ingestion retries on IntegrityError (a concurrent insert of the same event_id)."""
+    await sqlite_transaction(lambda db: insert_node(db, "node_a"))
+
+    def again(db: sqlite3.Connection) -> None:
+        insert_node(db, "node_b")
+        insert_node(db, "node_a")
+
+    with pytest.raises(IntegrityError):
+        await sqlite_transaction(again)
+    assert await Node.all().values_list("id", flat=True) == ["node_a"]
+
+
+@sqlite_only
+@pytest.mark.usefixtures("db")
+async def test_it_waits_for_a_tortoise_transaction_in_progress() -> None:
+    """One connection: a Tortoise transaction and ours must not interleave."""
+    order: list[str] = []
+    inside = asyncio.Event()
+
+    async def tortoise_side() -> None:
+        async with in_transaction() as connection:
+            await Node.create(id="node_t", started_at=NOW, heartbeat_at=NOW, using_db=connection)
+            inside.set()
+            await asyncio.sleep(0.2)  # ours is waiting meanwhile
+            order.append("tortoise done")
+
+    def ours(db: sqlite3.Connection) -> int:
+        order.append("ours runs")
+        return int(db.execute("SELECT count(*) FROM node").fetchone()[0])
+
+    task = asyncio.create_task(tortoise_side())
+    await inside.wait()
+    seen = await sqlite_transaction(ours)
+    await task
+    assert order == ["tortoise done", "ours runs"]
+    assert seen == 1  # it saw the other transaction's committed row
+
+
+@pytest.mark.usefixtures("db")
+async def test_statements_run_in_one_transaction_on_either_database() -> None:
+    insert = "INSERT INTO node (id, started_at, heartbeat_at) VALUES (?, ?, ?)"
+    now = datetime.now(UTC)
+    await execute_in_transaction([(insert, ["n1", now, now])])
+    with pytest.raises(IntegrityError):
+        await execute_in_transaction(
+            [
+                ("UPDATE node SET id = ? WHERE id = ?", ["n2", "n1"]),
+                (insert, ["n3", now, now]),
+                (insert, ["n3", now, now]),
+            ]
+        )
+    # What ran before the failure was rolled back with it.
+    assert await Node.all().values_list("id", flat=True) == ["n1"]
+    assert await ClaimEvent.all().count() == 0
