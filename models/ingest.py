@@ -25,11 +25,11 @@ from models.db import (
     execute_all,
     insert_statements,
     sql_for,
-    sqlite_transaction,
     update_statements,
 )
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ClaimEvent, NewEvent
+from models.group_commit import sqlite_group_transaction
 
 _ATTEMPTS = 3
 _EVENT_COLUMNS = (
@@ -160,8 +160,11 @@ async def _record(
     fresh: list[NewEvent], given: list[str], prefixes: list[str], now: datetime
 ) -> list[Recorded]:
     if dialect() == "sqlite":
-        # The whole transaction in one trip to SQLite's thread (see sqlite_transaction).
-        return await sqlite_transaction(lambda db: _record_sync(db, fresh, given, prefixes, now))
+        # In SQLite's thread, in one trip, sharing its COMMIT with concurrent ingestions
+        # (see models.group_commit).
+        return await sqlite_group_transaction(
+            lambda db: _record_sync(db, fresh, given, prefixes, now)
+        )
     # PostgreSQL: the same steps, each statement a round trip.
     async with in_transaction() as connection:
         batch = _Batch(fresh, prefixes, now)
