@@ -187,23 +187,26 @@ def update_statements(
     forward_only: bool = False,
     also: Mapping[str, Any] | None = None,
 ) -> list[Statement]:
-    """Set an integer `column` per row id in one statement per few thousand rows; with
-    `forward_only`, never lower it (NULL counts as lower than anything)."""
+    """Set an integer `column` per row id, joining a VALUES list (one statement per ~15,000
+    rows); with `forward_only`, never lower it (NULL counts as lower than anything).
+
+    A join, not `CASE id WHEN ... END`: a CASE is evaluated arm by arm for every row, so
+    writing back 1,000 channels' positions cost a million comparisons (py-spy: 6% of
+    SQLite's thread on the user workload). UPDATE ... FROM needs SQLite 3.33."""
     items = list(values.items())
     greatest = "max" if dialect == "sqlite" else "GREATEST"
-    per_statement = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 3  # when, then, in
+    new = f"{greatest}(COALESCE({column}, 0), v.value)" if forward_only else "v.value"
+    assignments = ", ".join([f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))])
+    per_statement = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 2
     statements = []
     for start in range(0, len(items), per_statement):
         chunk = items[start : start + per_statement]
-        case = "CASE id " + " ".join(["WHEN ? THEN CAST(? AS BIGINT)"] * len(chunk)) + " END"
-        new = f"{greatest}(COALESCE({column}, 0), {case})" if forward_only else case
-        assignments = [f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))]
+        rows = ", ".join(["(?, CAST(? AS BIGINT))"] * len(chunk))
         query = (
-            f"UPDATE {table} SET {', '.join(assignments)} "
-            f"WHERE id IN ({', '.join('?' * len(chunk))})"
+            f"WITH v(id, value) AS (VALUES {rows}) "
+            f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"
         )
-        parameters = [value for pair in chunk for value in pair]
-        parameters += list((also or {}).values()) + [row_id for row_id, _ in chunk]
+        parameters = [value for pair in chunk for value in pair] + list((also or {}).values())
         statements.append((query, parameters))
     return statements
 

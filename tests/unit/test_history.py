@@ -78,6 +78,20 @@ async def test_positions_only_move_forward() -> None:
     assert channel.resume_sequence == 2  # a confirmation beats a mere write
 
 
+async def test_positions_of_many_channels_go_each_to_its_own() -> None:
+    channels = [await channel_with_events(1) for _ in range(4)]
+    await history.save_positions({channels[0].id: (1, None), channels[1].id: (None, 1)})
+    await history.save_positions({channels[0].id: (0, 1), channels[2].id: (1, 1)})
+    for channel in channels:
+        await channel.refresh_from_db()
+    assert [(c.delivered_sequence, c.confirmed_sequence) for c in channels] == [
+        (1, 1),
+        (None, 1),
+        (1, 1),
+        (None, None),  # not written to
+    ]
+
+
 async def test_resume_point_falls_back_to_delivered_then_zero() -> None:
     channel = await channel_with_events(2)
     assert channel.resume_sequence == 0
