@@ -162,18 +162,44 @@ _PARAMETERS_PER_STATEMENT = 30_000
 Statement = tuple[str, list[Any]]
 
 
+def chunk_sizes(count: int, largest: int) -> list[int]:
+    """`count` as a sum of powers of two no larger than `largest`, largest first.
+
+    Statements are built for that many rows: a handful of distinct SQL texts, each
+    prepared once and then found in the connection's statement cache. A text per batch
+    size missed the cache every time, and preparing a statement of a few hundred rows cost
+    ~400 us in SQLite (measured: a 300-row insert 485 us uncached, 166 us cached)."""
+    top = 1 << (max(1, largest).bit_length() - 1)
+    sizes = []
+    while count > 0:
+        size = min(top, 1 << (count.bit_length() - 1))
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+def padded(values: Sequence[Any]) -> list[Any]:
+    """`values` repeated at the end up to a power of two long, for an `IN (...)` list:
+    the same few statement texts whatever the count (see chunk_sizes); duplicates in IN
+    change nothing."""
+    values = list(values)
+    if not values:
+        return values
+    size = 1 << (len(values) - 1).bit_length()
+    return values + [values[-1]] * (size - len(values))
+
+
 def insert_statements(
     table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> list[Statement]:
-    """INSERT many rows in as few statements as the parameter limit allows."""
+    """INSERT many rows in a few statements of cacheable sizes (see chunk_sizes)."""
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
-    per_statement = _PARAMETERS_PER_STATEMENT // len(columns)
     statements = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(
-            [row_sql] * len(chunk)
-        )
+    start = 0
+    for size in chunk_sizes(len(rows), _PARAMETERS_PER_STATEMENT // len(columns)):
+        chunk = rows[start : start + size]
+        start += size
+        query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * size)
         statements.append((query, [value for row in chunk for value in row]))
     return statements
 
@@ -187,8 +213,9 @@ def update_statements(
     forward_only: bool = False,
     also: Mapping[str, Any] | None = None,
 ) -> list[Statement]:
-    """Set an integer `column` per row id, joining a VALUES list (one statement per ~15,000
-    rows); with `forward_only`, never lower it (NULL counts as lower than anything).
+    """Set an integer `column` per row id, joining a VALUES list (statements of cacheable
+    sizes, see chunk_sizes); with `forward_only`, never lower it (NULL counts as lower than
+    anything).
 
     A join, not `CASE id WHEN ... END`: a CASE is evaluated arm by arm for every row, so
     writing back 1,000 channels' positions cost a million comparisons (py-spy: 6% of
@@ -197,11 +224,12 @@ def update_statements(
     greatest = "max" if dialect == "sqlite" else "GREATEST"
     new = f"{greatest}(COALESCE({column}, 0), v.value)" if forward_only else "v.value"
     assignments = ", ".join([f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))])
-    per_statement = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 2
     statements = []
-    for start in range(0, len(items), per_statement):
-        chunk = items[start : start + per_statement]
-        rows = ", ".join(["(?, CAST(? AS BIGINT))"] * len(chunk))
+    start = 0
+    for size in chunk_sizes(len(items), (_PARAMETERS_PER_STATEMENT - len(also or {})) // 2):
+        chunk = items[start : start + size]
+        start += size
+        rows = ", ".join(["(?, CAST(? AS BIGINT))"] * size)
         query = (
             f"WITH v(id, value) AS (VALUES {rows}) "
             f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"

@@ -24,6 +24,7 @@ from models.db import (
     dialect,
     execute_all,
     insert_statements,
+    padded,
     sql_for,
     update_statements,
 )
@@ -283,10 +284,11 @@ def _known_query(given: list[str]) -> Statement | None:
     new by construction: nothing to look up for them)."""
     if not given:
         return None
+    ids = padded(given)
     return (
         f"SELECT {', '.join(_EVENT_COLUMNS)} FROM claim_event "
-        f"WHERE event_id IN ({', '.join('?' * len(given))})",
-        list(given),
+        f"WHERE event_id IN ({', '.join('?' * len(ids))})",
+        ids,
     )
 
 
@@ -361,8 +363,8 @@ def _candidates_query(events: Sequence[NewEvent], dialect: str) -> Statement | N
     """
     if not events:
         return None
-    organisations = sorted({event.organisation_id for event in events})
-    users = sorted({event.user_id for event in events})
+    organisations = padded(sorted({event.organisation_id for event in events}))
+    users = padded(sorted({event.user_id for event in events}))
     query = _CANDIDATES.format(
         organisations=", ".join("?" * len(organisations)), users=", ".join("?" * len(users))
     )

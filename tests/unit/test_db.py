@@ -12,7 +12,13 @@ import pytest
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models.db import execute_in_transaction, sqlite_transaction
+from models.db import (
+    chunk_sizes,
+    execute_in_transaction,
+    insert_statements,
+    padded,
+    sqlite_transaction,
+)
 from models.event import ClaimEvent
 from models.presence import Node
 
@@ -113,3 +119,22 @@ async def test_statements_run_in_one_transaction_on_either_database() -> None:
     # What ran before the failure was rolled back with it.
     assert await Node.all().values_list("id", flat=True) == ["n1"]
     assert await ClaimEvent.all().count() == 0
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7, 20, 300, 500, 5000])
+def test_statements_come_in_few_sizes_that_add_up(count: int) -> None:
+    sizes = chunk_sizes(count, largest=2727)
+    assert sum(sizes) == count
+    assert all(size & (size - 1) == 0 and size <= 2048 for size in sizes)  # powers of two
+    rows = [[i, i] for i in range(count)]
+    statements = insert_statements("t", ["a", "b"], rows)
+    assert [value for _, parameters in statements for value in parameters] == [
+        value for row in rows for value in row
+    ]
+
+
+def test_in_lists_are_padded_to_a_power_of_two_with_their_last_value() -> None:
+    assert padded([]) == []
+    assert padded(["a"]) == ["a"]
+    assert padded(["a", "b", "c"]) == ["a", "b", "c", "c"]
+    assert len(padded(list(range(17)))) == 32
