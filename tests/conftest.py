@@ -101,6 +101,19 @@ def _server_env(postgres_url: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def module_postgres_url(postgres_url: str | None) -> Iterator[str | None]:
+    """With --database=postgres, a database of the module's own (migrated, dropped after):
+    for modules whose servers Schemathesis floods with channels of the examples' users
+    (usr_coord99 would reach its limit of 100 active channels and later tests, the README
+    tour among them, would get 409). None on SQLite, where every server has its own file."""
+    if postgres_url is None:
+        yield None
+        return
+    with services.migrated_database("crt_module") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -> Iterator[Server]:
     """A server shared by one test module (tests use unique ids, so they don't interfere)."""
     srv = Server(tmp_path_factory.mktemp("server"), **_server_env(postgres_url))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,20 @@ pytestmark = pytest.mark.integration  # it drives a real server process
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 HTTP_VERBS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str | None
+) -> Iterator[Server]:
+    """The module's server, on a database of its own (see module_postgres_url)."""
+    env = {"DATABASE_URL": module_postgres_url} if module_postgres_url else {}
+    srv = Server(tmp_path_factory.mktemp("server"), **env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("base_path", BASE_PATHS)

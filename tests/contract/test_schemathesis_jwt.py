@@ -56,6 +56,17 @@ def schemathesis(schema: str, *args: str, report: Path) -> subprocess.CompletedP
 
 
 @pytest.fixture
+def own_server(tmp_path: Path, module_postgres_url: str | None) -> Iterator[Server]:
+    """As conftest's, on the module's own database (see module_postgres_url)."""
+    env = {"DATABASE_URL": module_postgres_url} if module_postgres_url else {}
+    srv = Server(tmp_path / "server", **env)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
 def jwt_server(own_server: Server) -> Server:
     own_server.env.update({"AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET})
     own_server.ready_path = "/api/v1/health/ready"
@@ -86,14 +97,14 @@ def test_schemathesis_jwt_mode_finds_no_failure(jwt_server: Server, tmp_path: Pa
 
 
 @pytest.fixture
-def public_server(tmp_path: Path, postgres_url: str | None) -> Iterator[Server]:
-    """A public-mode server with no per-user channel limit. With --database=postgres every
-    server of the run shares one database, where the runs before this one (this module's
-    jwt run included) leave usr_coord99, the examples' user, at its limit of 100 channels:
-    POST /user would then answer 409, not 201, and the check below would see 5 operations."""
+def public_server(tmp_path: Path, module_postgres_url: str | None) -> Iterator[Server]:
+    """A public-mode server with no per-user channel limit: with --database=postgres it
+    shares the module's database with the jwt run before, which can leave usr_coord99, the
+    examples' user, at its limit of 100 channels; POST /user would then answer 409, not
+    201, and the check below would see 5 operations."""
     env = {"MAX_CHANNELS_PER_USER": "0"}
-    if postgres_url:
-        env["DATABASE_URL"] = postgres_url
+    if module_postgres_url:
+        env["DATABASE_URL"] = module_postgres_url
     srv = Server(tmp_path / "public", **env)
     srv.start()
     try:
