@@ -297,10 +297,18 @@ async def sqlite_transaction(work: Callable[[sqlite3.Connection], T]) -> T:
 
         try:
             return cast(T, await threaded._execute(transaction))
-        except sqlite3.IntegrityError as exc:  # as Tortoise translates them
-            raise IntegrityError(exc) from exc
-        except sqlite3.OperationalError as exc:
-            raise OperationalError(exc) from exc
+        except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+            raise translated_sqlite_error(exc) from exc
+
+
+def translated_sqlite_error(exc: BaseException) -> BaseException:
+    """sqlite3's IntegrityError and OperationalError as Tortoise's, which the callers (and
+    the 503 mapping, and ingestion's retry) know; any other exception as it is."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return OperationalError(exc)
+    return exc
 
 
 #: SQLite errors that mean "not now" rather than "wrong": another writer, a full disk.

@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from tortoise.exceptions import IntegrityError, OperationalError
-
-from models.db import sqlite_transaction
+from models.db import sqlite_transaction, translated_sqlite_error
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
@@ -77,7 +75,7 @@ async def _drain(queue: _Queue) -> None:
                 if ok:
                     future.set_result(value)
                 else:
-                    future.set_exception(_translated(value))
+                    future.set_exception(translated_sqlite_error(value))
     finally:
         queue.running = False
         for _, future in queue.waiting:  # only when cancelled (the loop is shutting down)
@@ -105,12 +103,3 @@ def _run_group(
             db.execute("RELEASE call")
             outcomes.append((True, value))
     return outcomes
-
-
-def _translated(exc: BaseException) -> BaseException:
-    # As Tortoise translates them (ingestion retries on IntegrityError).
-    if isinstance(exc, sqlite3.IntegrityError):
-        return IntegrityError(exc)
-    if isinstance(exc, sqlite3.OperationalError):
-        return OperationalError(exc)
-    return exc
