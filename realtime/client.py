@@ -40,8 +40,9 @@ FATAL_CODES = frozenset(
 )
 #: Refusals after which reconnecting later can succeed: python-socketio's reconnection
 #: loop keeps retrying with its randomised backoff. `rate_limited`: this address presented
-#: too many bad tokens recently (the server's CONNECT_FAILURE_LIMIT per window).
-TRANSIENT_CODES = frozenset({"rate_limited", "internal_error"})
+#: too many bad tokens recently (the server's CONNECT_FAILURE_LIMIT per window);
+#: `unavailable`: the server cannot reach its database right now.
+TRANSIENT_CODES = frozenset({"rate_limited", "unavailable", "internal_error"})
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class ChannelClient:
         self.last_sequence = last_sequence
         self.transports = transports
         #: How long connect() keeps retrying a first connection that fails for a reason that
-        #: can pass (server not up yet, timeout, `rate_limited`, `internal_error`); 0: once.
+        #: can pass (server not up yet, timeout, `rate_limited`, `unavailable`,
+        #: `internal_error`); 0: once.
         self.connect_timeout = connect_timeout
         self._reconnection_delay = reconnection_delay
         self.recoveries: list[Recovery] = []

@@ -195,6 +195,8 @@ class Hub:
         relayed = relay.decode(payload)
         if relayed.node == self.node_id:
             return  # delivered locally already
+        for address in relayed.connect_failures:
+            self.connect_failures.failed(address)
         for channel_id, closed_at in relayed.closed.items():
             # Sockets of a channel closed elsewhere are told and dropped here too.
             notice = closed_notice(channel_id, closed_at)
@@ -286,6 +288,13 @@ class Hub:
         if delivered is not None:
             channel.delivered_sequence = max(channel.delivered_sequence or 0, delivered)
         return channel.resume_sequence
+
+    async def credential_failure(self, address: str) -> None:
+        """`address` presented bad credentials: count it here and, through the broker, in
+        every other process, so that N processes do not give an address N times the limit."""
+        self.connect_failures.failed(address)
+        if self.broker.distributed:
+            await self.broker.publish(relay.encode_connect_failure(self.node_id, address))
 
     async def detach(self, channel_id: str, sid: str) -> None:
         self.fanout.detach(sid, channel_id)

@@ -1,10 +1,12 @@
-"""Defences against hostile or broken Socket.IO clients, kept in memory per process.
+"""Defences against hostile or broken Socket.IO clients, kept in memory.
 
     FailureLimiter    connect attempts with bad credentials, per client address
     Misbehaviour      what a connection did wrong, logged once per connection
 
-Both are per process: behind several server processes an address gets the limit in each,
-which still bounds a token-guessing client to a handful of attempts per second.
+Each process keeps its own tables. Behind several processes the hub also announces every
+bad-credential failure through the broker (realtime.relay), so each process counts the
+failures of all: an address gets the limit once, not once per process. While Redis is
+down each process counts only its own, still a bound.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
+from models.db import database_unavailable
 from realtime.limits import client_address
 from realtime.protocol import Refusal, channel_id_of
 
@@ -60,18 +61,23 @@ class ChannelNamespace(socketio.AsyncNamespace):
             eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
             await self.hub.attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
         except Refusal as refusal:
-            self._refused(namespace, sid, address, refusal)
+            await self._refused(namespace, sid, address, refusal)
             raise ConnectionRefusedError(refusal.message, {"code": refusal.code}) from None
-        except Exception:
+        except Exception as exc:
             # python-socketio retries a handler that raised TypeError with another
             # signature; never let an internal error escape into that machinery.
+            if database_unavailable(exc) is not None:
+                log.warning("connect to %s refused: database unavailable (%r)", namespace, exc)
+                raise ConnectionRefusedError(
+                    "The database is unavailable; retry later.", {"code": "unavailable"}
+                ) from None
             log.exception("connect to %s failed", namespace)
             raise ConnectionRefusedError("internal error", {"code": "internal_error"}) from None
 
-    def _refused(self, namespace: str, sid: str, address: str, refusal: Refusal) -> None:
+    async def _refused(self, namespace: str, sid: str, address: str, refusal: Refusal) -> None:
         if refusal.code in CREDENTIAL_FAILURES:
             limiter = self.hub.connect_failures
-            limiter.failed(address)
+            await self.hub.credential_failure(address)
             if limiter.blocked(address):
                 log.warning(
                     "refusing connections from %s for up to %.0f s: %d bad credentials",

@@ -7,6 +7,11 @@ Each event's body travels once; per channel, only (sequence, index of the event)
 and when a channel is closed, so that its sockets elsewhere are told and dropped:
 
     {"node": "<sender>", "closed": {"chan_x": "2026-03-26T10:00:00.000Z"}}
+
+and when a client address presented bad credentials, so that every process counts it
+against that address (see realtime.limits.FailureLimiter):
+
+    {"node": "<sender>", "connect_failures": ["203.0.113.7"]}
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Relayed:
     events: list[dict[str, Any]]
     channels: dict[str, list[tuple[int, int]]]
     closed: dict[str, datetime]
+    connect_failures: list[str]
 
 
 def encode(node: str, recorded: Sequence[Recorded]) -> bytes | None:
@@ -53,6 +59,10 @@ def encode_closed(node: str, channel_id: str, closed_at: datetime) -> bytes:
     return json.dumps({"node": node, "closed": {channel_id: closed_at.isoformat()}}).encode()
 
 
+def encode_connect_failure(node: str, address: str) -> bytes:
+    return json.dumps({"node": node, "connect_failures": [address]}).encode()
+
+
 def decode(payload: bytes) -> Relayed:
     message = json.loads(payload)
     return Relayed(
@@ -66,4 +76,5 @@ def decode(payload: bytes) -> Relayed:
             channel_id: datetime.fromisoformat(closed_at)
             for channel_id, closed_at in message.get("closed", {}).items()
         },
+        connect_failures=[str(address) for address in message.get("connect_failures", [])],
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import socketio
 
 PUBLISHER_KEY = "test-publisher-key-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +35,26 @@ def assert_problem(
     if field is not None:
         assert body.get("field") == field, f"expected field {field!r}: {str(body)[:500]}"
     return body
+
+
+async def connect_refusal(
+    base_url: str, namespace: str, auth: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Open `namespace` once with a plain python-socketio client: the server's connect_error
+    payload ({message, data: {code}}), or None when it accepted (the client then leaves)."""
+    errors: list[Any] = []
+    sio = socketio.AsyncClient(reconnection=False)
+
+    async def on_connect_error(data: Any = None) -> None:
+        errors.append(data)
+
+    sio.on("connect_error", on_connect_error, namespace=namespace)
+    try:
+        await sio.connect(base_url, namespaces=[namespace], auth=auth, wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        assert errors, "the connection failed without a connect_error"
+        refusal: dict[str, Any] = errors[0]
+        return refusal
+    finally:
+        await sio.shutdown()
+    return None

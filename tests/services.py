@@ -112,9 +112,9 @@ def migrated_database(prefix: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def server_pair(tmp_path: Path, database_url: str) -> Iterator[tuple[Server, Server]]:
+def server_pair(tmp_path: Path, database_url: str, **env: str) -> Iterator[tuple[Server, Server]]:
     """Two server processes on two ports over one PostgreSQL and the machine's Redis, quick
-    to notice each other's death (heartbeat 1 s, stale after 3 s)."""
+    to notice each other's death (heartbeat 1 s, stale after 3 s); `env` adds settings."""
     from tests.server import Server
 
     require_redis()
@@ -125,6 +125,7 @@ def server_pair(tmp_path: Path, database_url: str) -> Iterator[tuple[Server, Ser
             REDIS_URL=REDIS_URL,
             NODE_HEARTBEAT="1",
             NODE_STALE_AFTER="3",
+            **env,
         )
         for name in ("a", "b")
     )

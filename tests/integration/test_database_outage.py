@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from realtime.client import ChannelClient, Recovery
+from realtime.client import TRANSIENT_CODES, ChannelClient, Recovery
 from tests import services
-from tests.helpers import PUBLISHER_KEY, assert_problem, unique
+from tests.helpers import PUBLISHER_KEY, assert_problem, connect_refusal, unique
 from tests.server import Server
 from tests.tcp_proxy import TcpProxy
 
@@ -119,6 +119,12 @@ async def test_outage_answers_503_then_recovers_by_itself_losing_nothing(
         assert_problem(ready, 503)
         assert ready.json()["checks"]["database"] == "unavailable"
         assert (await http.get("/api/v1/health/live")).status_code == 200
+        # A socket connecting meanwhile is told to come back later, by a code clients retry.
+        refusal = await connect_refusal(
+            server.base_url, f"/channels/{channel_id}", {"token": channel["channel_token"]}
+        )
+        assert refusal is not None and refusal["data"] == {"code": "unavailable"}, refusal
+        assert "unavailable" in TRANSIENT_CODES
 
         proxy.restore()
 

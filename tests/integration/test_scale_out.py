@@ -22,7 +22,7 @@ import socketio
 
 from realtime.client import ChannelClient, Recovery
 from tests import services
-from tests.helpers import ROOT, unique
+from tests.helpers import ROOT, connect_refusal, unique
 from tests.server import Server, free_port
 
 pytestmark = pytest.mark.scaleout
@@ -254,6 +254,27 @@ async def test_delete_on_one_process_closes_the_sockets_on_the_other(pair):
             message = await client.next(max(0.1, deadline - time.monotonic()))
             assert isinstance(message, Recovery), message
     await client.close()
+
+
+async def test_bad_credentials_count_against_an_address_in_every_process(
+    tmp_path: Path, scale_db: str
+) -> None:
+    """Four bad tokens allowed per address: two on each process block it on both. Counted
+    per process, each would have seen two and let the right token in."""
+    with services.server_pair(tmp_path, scale_db, CONNECT_FAILURE_LIMIT="4") as (a, b):
+        channel = await a.subscribe("user", user_id=unique("usr"))
+        namespace = f"/channels/{channel['channel_id']}"
+        for server in (a, a, b, b):
+            refusal = await connect_refusal(server.base_url, namespace, {"token": "guess"})
+            assert refusal is not None and refusal["data"]["code"] == "invalid_token", refusal
+        good = {"token": channel["channel_token"]}
+        for server in (a, b):
+            # The other process's failures arrive over Redis pub/sub, within moments.
+            deadline = time.monotonic() + WAIT
+            while (refusal := await connect_refusal(server.base_url, namespace, good)) is None:
+                assert time.monotonic() < deadline, f"{server.base_url} never counted the others'"
+                await asyncio.sleep(0.1)
+            assert refusal["data"]["code"] == "rate_limited", refusal
 
 
 async def test_redis_outage_loses_nothing_and_recovers_by_itself(

@@ -54,3 +54,15 @@ def test_a_closed_channel_round_trips() -> None:
     closed_at = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
     decoded = relay.decode(relay.encode_closed("node_x", "chan_a", closed_at))
     assert decoded.closed == {"chan_a": closed_at} and decoded.channels == {}
+
+
+def test_a_connect_failure_round_trips() -> None:
+    decoded = relay.decode(relay.encode_connect_failure("node_x", "203.0.113.7"))
+    assert decoded.node == "node_x"
+    assert decoded.connect_failures == ["203.0.113.7"]
+    assert decoded.channels == {} and decoded.closed == {} and decoded.events == []
+    # Batches carry none.
+    assert (
+        relay.decode(relay.encode_closed("node_x", "chan_a", datetime.now(UTC))).connect_failures
+        == []
+    )
