@@ -71,6 +71,8 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
         # Socket.IO payloads are small JSON: per-message compression cost more CPU than it
         # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
         ws_per_message_deflate=False,
+        # uvicorn's websockets protocol with shortcuts for acks in and events out.
+        ws="realtime.transport:ChannelWebSocketProtocol",
         # uvicorn would buffer a websocket frame of up to 16 MiB before Engine.IO's 64 KiB
         # limit (realtime.server.MAX_CLIENT_PACKET_BYTES) sees it: close larger ones there.
         ws_max_size=WS_MAX_FRAME_BYTES,

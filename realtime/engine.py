@@ -11,7 +11,10 @@ close) and only changes how the frames are waited for:
 - the reader awaits frames under one deadline per connection, moved forward at most once a
   second, instead of a fresh timer per frame;
 - a channel ack (`43/channels/<id>,<ack id>[...]`) is handed to the server's hook right there,
-  without a task; everything else takes python-engineio's usual path (`socket.receive`).
+  without a task; everything else takes python-engineio's usual path (`socket.receive`);
+- under our uvicorn protocol (realtime.transport) acks are taken even earlier, as uvicorn
+  parses them, and `DirectLine` lets a writer of the socket skip the queue and the writer
+  task altogether while nothing is queued before it.
 
 Polling is untouched: it is python-engineio's code throughout.
 """
@@ -28,6 +31,8 @@ import engineio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as asgi_driver
+
+from realtime.transport import ChannelWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,34 @@ class LeanEngineServer(engineio.AsyncServer):
                 self.sockets.pop(key, None)
 
 
+class DirectLine:
+    """Writes an Engine.IO MESSAGE straight to the websocket, when that keeps frames in order:
+    nothing queued, the writer task not in the middle of a send (it may be waiting for the
+    transport to drain), and the protocol open and not pushing back. Otherwise `send` says
+    no and the caller queues the packet as usual."""
+
+    __slots__ = ("busy", "protocol", "queue")
+
+    def __init__(self, protocol: ChannelWebSocketProtocol, queue: asyncio.Queue[Any]) -> None:
+        self.protocol = protocol
+        self.queue = queue
+        #: True while the writer task has a packet in hand.
+        self.busy = False
+
+    def send(self, text: str) -> bool:
+        """Write MESSAGE `text`; False when it must be queued instead."""
+        if self.busy or self.queue.qsize():
+            return False
+        return self.protocol.send_now("4" + text)
+
+
+def _protocol_of(ws: LeanWebSocket) -> ChannelWebSocketProtocol | None:
+    """The uvicorn protocol behind the connection, when it is ours (ASGI hands us its bound
+    `receive`; a wrapping middleware would hide it, and then we do without shortcuts)."""
+    protocol = getattr(ws.asgi_receive, "__self__", None)
+    return protocol if isinstance(protocol, ChannelWebSocketProtocol) else None
+
+
 async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
     """python-engineio's `AsyncSocket._websocket_handler`, with the waiting done leanly."""
     if socket.connected:
@@ -102,11 +135,25 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
         socket.connected = True
         socket.upgraded = True
 
-    writer = asyncio.ensure_future(_write(socket, ws))
+    protocol = _protocol_of(ws)
+    line = DirectLine(protocol, socket.queue) if protocol is not None else None
+    writer = asyncio.ensure_future(_write(socket, ws, line))
+    hook = getattr(server, "frame_hook", None)
+    if protocol is not None and hook is not None:
+        limit = server.max_http_buffer_size
+
+        def take(text: str) -> bool:  # over the limit: left to _read, which refuses it
+            return len(text) <= limit and bool(hook(socket, text))
+
+        protocol.frame_hook = take
+    socket.lean_line = line
     try:
         with contextlib.suppress(TimeoutError):  # the peer stopped talking, or was aborted
             await _read(socket, ws, server)
     finally:
+        socket.lean_line = None
+        if protocol is not None:
+            protocol.frame_hook = None
         if getattr(socket, "lean_aborted", False):
             writer.cancel()  # it may be waiting forever to send to a peer that stopped reading
         else:
@@ -120,6 +167,7 @@ def abort_connection(socket: Any) -> None:
     writer then waits on a full TCP buffer and would never see a close): the reader's
     deadline is moved to now, and the writer cancelled. No-op for a polling socket."""
     socket.lean_aborted = True
+    socket.lean_line = None  # nothing more is written to it
     deadline: asyncio.Timeout | None = getattr(socket, "lean_deadline", None)
     if deadline is not None and not deadline.expired():
         deadline.reschedule(asyncio.get_running_loop().time())
@@ -216,7 +264,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
                 server.logger.exception("Unknown receive error")
 
 
-async def _write(socket: Any, ws: LeanWebSocket) -> None:
+async def _write(socket: Any, ws: LeanWebSocket, line: DirectLine | None) -> None:
     queue: asyncio.Queue[Any] = socket.queue
     send = ws.asgi_send
     try:
@@ -229,10 +277,14 @@ async def _write(socket: Any, ws: LeanWebSocket) -> None:
             if pkt is None:
                 break
             encoded = pkt.encode()
+            if line is not None:
+                line.busy = True  # until sent: a direct write now would overtake it
             if isinstance(encoded, bytes):
                 await send({"type": "websocket.send", "bytes": encoded, "text": None})
             else:
                 await send({"type": "websocket.send", "bytes": None, "text": encoded})
+            if line is not None:
+                line.busy = False
     except Exception:  # the connection is gone: the reader ends too
         log.debug("websocket writer stopped", exc_info=True)
     await ws.close()

@@ -8,8 +8,11 @@ events are committed before they are announced, a history read that starts after
 announcement always sees it: the seam between replay and live delivery cannot lose an event,
 and the cursor check cannot repeat one.
 
-Writes go straight onto the Engine.IO socket's queue (no await): a burst of events for a
-channel is written atomically with respect to other tasks, so order is kept without locks.
+Writes never await: a burst of events for a channel is written atomically with respect to
+other tasks, so order is kept without locks. A websocket with nothing queued is written at
+once (realtime.engine.DirectLine); otherwise, and while its transport pushes back (the peer
+reads slowly: at most uvloop's 64 KiB write buffer is held there), packets go onto the
+Engine.IO socket's queue.
 
 That queue is bounded here, not by python-engineio: a client that stops reading would
 otherwise grow it (and the server's memory) without limit. A write that finds
@@ -216,6 +219,9 @@ class Fanout:
         socket = self._sio.eio.sockets.get(sub.eio_sid)
         if socket is None or socket.closed:
             return False
+        line = getattr(socket, "lean_line", None)
+        if line is not None and line.send(text):
+            return True  # written at once (see realtime.engine.DirectLine)
         queue = socket.queue
         if queue.qsize() >= self._max_backlog:
             self._drop_slow_consumer(sub, socket)

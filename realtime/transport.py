@@ -1,0 +1,69 @@
+"""uvicorn's websocket protocol with two shortcuts for the hottest frames: channel acks in,
+events out.
+
+Every delivered event costs one frame out and, from a confirming client, one ack frame in.
+Through ASGI each of them is a message dict, an asyncio.Queue hop and a task switch (the
+Engine.IO socket's writer task going out, its reader task coming in): py-spy at 5,000
+deliveries/s put that bookkeeping above the cost of the frames themselves. This protocol
+keeps ASGI for everything else and offers the Engine.IO transport (realtime.engine) a direct
+line while a connection is plain sailing:
+
+- `frame_hook`: a text frame the hook takes (a channel ack) is handled as it is parsed,
+  when nothing is queued before it for the application, so frames stay in order;
+- `send_now(text)`: writes a text frame at once when the connection is open and its
+  transport is not asking us to stop (flow control), else says no and the caller queues.
+
+Served with `uvicorn --ws realtime.transport:ChannelWebSocketProtocol` (as
+`claims-realtime serve` does). Under any other protocol the shortcuts are simply absent.
+It subclasses uvicorn's sans-I/O websockets protocol (uvicorn and websockets are pinned in
+pyproject.toml; tests/unit/test_transport.py checks the attributes relied on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+#: Called with the frame's text; True when it consumed the frame.
+TextHook = Callable[[str], bool]
+
+
+class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
+    #: Set by the Engine.IO transport while it serves this connection.
+    frame_hook: TextHook | None = None
+
+    def send_receive_event_to_app(self) -> None:
+        hook = self.frame_hook
+        if (
+            hook is not None
+            and self.curr_msg_data_type == "text"
+            and len(self.frames) == 1
+            and not self.close_sent
+            and self.queue.empty()  # nothing received earlier still waits for the app
+        ):
+            try:
+                text = str(self.frames[0], "utf-8")
+            except UnicodeDecodeError:
+                pass  # uvicorn's own path logs it
+            else:
+                if hook(text):
+                    self.frames = []
+                    return
+        super().send_receive_event_to_app()
+
+    def send_now(self, text: str) -> bool:
+        """Write one text frame now; False when the caller must queue it instead (not open
+        yet, closing, or the peer is not reading fast enough)."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or self.initial_response is not None
+            or self.transport.is_closing()
+        ):
+            return False
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
