@@ -11,8 +11,10 @@ def utcnow() -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     """`2026-03-26T08:00:00.123Z`: UTC, millisecond precision, `Z` suffix."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat (C) is twice as fast as strftime, and pads years below 1000 as RFC 3339 asks.
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def rfc3339_or_none(moment: datetime | None) -> str | None:
