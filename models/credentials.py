@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -27,13 +28,30 @@ def new_channel_id() -> str:
     return random_id("chan_")
 
 
-def new_event_ids(count: int) -> list[str]:
-    """`count` server-assigned event ids: `evt_` + 24 of [a-z2-7] (120 bits), all from one
-    CSPRNG read. Ingestion assigns one to every event of a batch, and a read per id, a system
-    call each, was a fifth of ingestion's event-loop time under load (py-spy)."""
-    # 15 random bytes are exactly 24 base32 characters: no padding, chunks stay aligned.
-    text = base64.b32encode(secrets.token_bytes(15 * count)).decode("ascii").lower()
-    return ["evt_" + text[i * 24 : (i + 1) * 24] for i in range(count)]
+#: The base32 digits [a-z2-7] in ASCII order, so that a time spelt with them sorts as it counts.
+_SORTED_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
+#: Leading characters of an assigned event id that spell the time (ms, 45 bits: to year 3084).
+_TIME_CHARS = 9
+
+
+def new_event_ids(count: int, *, now_ms: int | None = None) -> list[str]:
+    """`count` server-assigned event ids: `evt_` + 24 of [a-z2-7]: 9 spelling the time in
+    milliseconds, in sorting order, then 15 random ones (75 bits, all from one CSPRNG read).
+
+    Time first so that new ids land at the end of the event table's primary-key index: with
+    random ids every event of a batch dirtied a page of its own there, and SQLite wrote each
+    one to its journal at COMMIT (23% of ingestion's CPU, measured). Ids are not secrets: a
+    channel's token, not the id of an event, grants access to it.
+    """
+    if count == 0:
+        return []
+    millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    stamp = "".join(
+        _SORTED_BASE32[(millis >> (5 * shift)) & 31] for shift in range(_TIME_CHARS - 1, -1, -1)
+    )
+    # 15 random characters are 75 bits: 10 bytes give 16 base32 characters, one dropped.
+    text = base64.b32encode(secrets.token_bytes(10 * count)).decode("ascii").lower()
+    return ["evt_" + stamp + text[i * 16 : i * 16 + 15] for i in range(count)]
 
 
 def new_token() -> str:

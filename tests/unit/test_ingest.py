@@ -189,4 +189,18 @@ async def test_every_event_without_an_id_gets_its_own() -> None:
 def test_assigned_ids_are_not_repeated_across_reads() -> None:
     first, second = new_event_ids(1000), new_event_ids(1000)
     assert len(set(first) | set(second)) == 2000
+    assert all(re.fullmatch(r"evt_[a-z2-7]{24}", event_id) for event_id in first + second)
     assert new_event_ids(0) == []
+
+
+def test_assigned_ids_sort_by_the_time_they_were_assigned() -> None:
+    """Later ids sort after earlier ones (whatever their random part): new rows go to the end
+    of the primary-key index."""
+    moments = [0, 1, 31, 32, 1_000, 1_767_225_600_000, 1_767_225_600_001, 2**45 - 1]
+    ids = [new_event_ids(2, now_ms=ms) for ms in moments]
+    flat = [event_id for pair in ids for event_id in pair]
+    for earlier, later in zip(ids, ids[1:], strict=False):
+        assert max(earlier) < min(later)
+    assert all(re.fullmatch(r"evt_[a-z2-7]{24}", event_id) for event_id in flat)
+    # Within one millisecond the random part keeps them apart.
+    assert len(set(new_event_ids(1000, now_ms=5))) == 1000
