@@ -239,6 +239,30 @@ def update_statements(
     return statements
 
 
+def lock_rows_statement(table: str, ids: Sequence[str]) -> Statement:
+    """PostgreSQL: lock rows by id in id order (`SELECT ... ORDER BY id FOR UPDATE`).
+
+    Every transaction that updates several channel rows takes their locks this way first,
+    as ingestion does (its candidates query): two transactions locking overlapping rows in
+    different orders deadlock, and PostgreSQL then aborts one of them (seen under load:
+    the positions flush, whose UPDATE ... FROM VALUES locks rows in join order, against
+    ingestion)."""
+    values = padded(sorted(ids))
+    placeholders = ", ".join("?" * len(values))
+    return f"SELECT id FROM {table} WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE", values
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the transaction was rolled back and
+    trying it again is safe (SQLSTATE 40P01, 40001; asyncpg sets `sqlstate`)."""
+    current: BaseException | None = exc
+    while current is not None:
+        if getattr(current, "sqlstate", None) in ("40P01", "40001"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def execute_all(connection: BaseDBAsyncClient, statements: Sequence[Statement]) -> None:
     """Run statements, in order, on a Tortoise connection (e.g. a transaction's)."""
     for query, parameters in statements:

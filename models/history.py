@@ -11,7 +11,7 @@ from tortoise import connections
 
 from models.channel import Channel
 from models.clock import utcnow
-from models.db import dialect, execute_in_transaction, update_statements
+from models.db import dialect, execute_in_transaction, lock_rows_statement, update_statements
 from models.event import ChannelEvent, ClaimEvent
 
 
@@ -81,6 +81,8 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
         )
         for statement in update_statements(dialect(), "channel", column, values, forward_only=True)
     ]
+    if dialect() != "sqlite":  # (SQLite has one writer at a time: nothing to order)
+        statements.insert(0, lock_rows_statement("channel", [*delivered, *confirmed]))
     await execute_in_transaction(statements)
 
 

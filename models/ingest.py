@@ -24,6 +24,7 @@ from models.db import (
     dialect,
     execute_all,
     insert_statements,
+    is_transient_conflict,
     padded,
     sql_for,
     update_statements,
@@ -143,7 +144,8 @@ async def record_events(
     assigned = new_event_ids(len(submitted) - len(given))
     ids = [str(item["event_id"]) if item.get("event_id") else assigned.pop() for item in submitted]
     # Two processes recording the same new event_id at once: the second insert fails on
-    # the primary key; trying again finds the first one's row, a duplicate.
+    # the primary key; trying again finds the first one's row, a duplicate. A PostgreSQL
+    # deadlock or serialization failure rolled everything back: trying again is safe too.
     for attempt in range(_ATTEMPTS):
         fresh = [
             _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes, event_id=event_id)
@@ -151,8 +153,9 @@ async def record_events(
         ]
         try:
             return await _record(fresh, given, prefixes, now)
-        except IntegrityError:
-            if attempt == _ATTEMPTS - 1:
+        except Exception as exc:
+            retry = isinstance(exc, IntegrityError) or is_transient_conflict(exc)
+            if not retry or attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 

@@ -106,8 +106,9 @@ async def _remove_nodes(node_ids: list[str]) -> None:
                 "channel_id", flat=True
             )
         )
-        for channel_id in channels - still_held:
-            await _set_status(str(channel_id), ChannelStatus.DISCONNECTED)
+        # In id order, as every transaction locks channel rows (see models.db).
+        for channel_id in sorted(str(cid) for cid in channels - still_held):
+            await _set_status(channel_id, ChannelStatus.DISCONNECTED)
 
 
 async def _set_status(channel_id: str, status: ChannelStatus) -> None:

@@ -204,3 +204,43 @@ def test_assigned_ids_sort_by_the_time_they_were_assigned() -> None:
     assert all(re.fullmatch(r"evt_[a-z2-7]{24}", event_id) for event_id in flat)
     # Within one millisecond the random part keeps them apart.
     assert len(set(new_event_ids(1000, now_ms=5))) == 1000
+
+
+class Deadlock(Exception):
+    """What asyncpg raises when PostgreSQL aborts a transaction to break a deadlock."""
+
+    sqlstate = "40P01"
+
+
+async def test_a_transaction_aborted_by_a_deadlock_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await org_channel()
+    real = ingest._record
+    attempts = 0
+
+    async def deadlocked_once(*args: Any) -> list[ingest.Recorded]:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("while recording") from Deadlock("deadlock detected")
+        return await real(*args)
+
+    monkeypatch.setattr(ingest, "_record", deadlocked_once)
+    (outcome,) = await record(claim_event(event_id="evt_dl"))
+    assert attempts == 2 and outcome.channels == 1 and not outcome.duplicate
+    assert await ClaimEvent.filter(event_id="evt_dl").count() == 1
+
+
+async def test_other_failures_are_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts = 0
+
+    async def failing(*args: Any) -> list[ingest.Recorded]:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("not a conflict")
+
+    monkeypatch.setattr(ingest, "_record", failing)
+    with pytest.raises(RuntimeError, match="not a conflict"):
+        await record(claim_event())
+    assert attempts == 1

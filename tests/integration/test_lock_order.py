@@ -1,0 +1,121 @@
+"""On PostgreSQL every transaction that writes several channel rows locks them in id order,
+as ingestion does: two transactions taking overlapping row locks in different orders
+deadlock, and PostgreSQL aborts one (under load this turned ingestion requests into 500s,
+the positions flush locking rows in its UPDATE ... FROM VALUES join order).
+
+The check is deterministic: a blocker holds the lower channel's row lock; the flush, given
+the higher channel first, must be seen waiting for the lower one while the higher one is
+still free (a NOWAIT lock on it succeeds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from models import history, ingest, subscriptions
+from models.channel import Channel, SubscriptionType
+from models.db import close_database, open_database
+from tests import services
+
+WAIT = 10.0
+
+
+@pytest.fixture(scope="module")
+def locks_db() -> Iterator[str]:
+    with services.migrated_database("crt_locks") as url:
+        yield url
+
+
+@pytest.fixture
+async def pg(locks_db: str) -> AsyncIterator[str]:
+    await open_database(locks_db)
+    try:
+        yield locks_db
+    finally:
+        await close_database()
+
+
+async def two_channels() -> tuple[str, str]:
+    ids = [
+        (
+            await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_l")
+        ).channel.id
+        for _ in range(2)
+    ]
+    low, high = sorted(ids)
+    return low, high
+
+
+async def waiting_for_a_lock(url: str) -> None:
+    """Until some other backend of this database waits for a row lock."""
+    observer = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            assert time.monotonic() < deadline, "nobody ever waited for the lock"
+            await asyncio.sleep(0.02)
+    finally:
+        await observer.close()
+
+
+async def lock_is_free(url: str, channel_id: str) -> bool:
+    probe = await asyncpg.connect(url)
+    try:
+        async with probe.transaction():
+            await probe.execute("SELECT 1 FROM channel WHERE id = $1 FOR UPDATE NOWAIT", channel_id)
+        return True
+    except asyncpg.exceptions.LockNotAvailableError:
+        return False
+    finally:
+        await probe.close()
+
+
+async def while_lower_row_is_held(url: str, low: str, high: str, work: Any) -> bool:
+    """Run `work` while another transaction holds `low`'s row lock; answer whether `high`
+    was still free once `work` waited; then let `work` finish."""
+    blocker = await asyncpg.connect(url)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM channel WHERE id = $1 FOR UPDATE", low)
+        task = asyncio.ensure_future(work)
+        await waiting_for_a_lock(url)
+        free = await lock_is_free(url, high)
+        await transaction.rollback()
+        await asyncio.wait_for(task, WAIT)
+        return free
+    finally:
+        await blocker.close()
+
+
+async def test_the_positions_flush_locks_channels_in_id_order(pg: str) -> None:
+    low, high = await two_channels()
+    # Delivered on the higher id, confirmed on the lower: two statements, and in that order
+    # the flush used to lock `high` first, then wait for `low`.
+    flush = history.save_positions({high: (5, None), low: (None, 3)})
+    assert await while_lower_row_is_held(pg, low, high, flush)
+    stored = {c.id: c for c in await Channel.filter(id__in=[low, high])}
+    assert stored[high].delivered_sequence == 5 and stored[low].confirmed_sequence == 3
+
+
+async def test_ingestion_locks_channels_in_id_order(pg: str) -> None:
+    low, high = await two_channels()
+    event = {
+        "event_type": "comment_added",
+        "claim_id": "c1",
+        "organisation_id": "o",
+        "user_id": "usr_l",
+    }
+    recording = ingest.record_events([event], max_data_bytes=1024, batch=False)
+    assert await while_lower_row_is_held(pg, low, high, recording)
+    heads = {c.id: c.head_sequence for c in await Channel.filter(id__in=[low, high])}
+    assert heads[low] >= 1 and heads[high] >= 1
