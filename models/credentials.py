@@ -55,8 +55,13 @@ def new_event_ids(count: int, *, now_ms: int | None = None) -> list[str]:
 
 
 def new_token() -> str:
-    """A bearer secret: 256 bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    """A bearer secret: 256 bits, URL-safe, never starting with `-`: one token in 64 did,
+    and `claims-realtime tail URL --token <token>` (as the README shows it) then took the
+    token for an option and stopped."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def hash_secret(secret: str) -> str:

@@ -23,11 +23,11 @@ from tests.server import Server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`--database=postgres` leaves out tests of SQLite-only code (they ran in the SQLite
-    pass): one process cannot use both, Tortoise caches each model's SQL for the first."""
-    if config.getoption("--database") != "postgres":
-        return
-    kept = [item for item in items if item.get_closest_marker("sqlite") is None]
+    """Each pass leaves out the in-process tests of the other database's code (they run in
+    the other pass): one process cannot use both, Tortoise caches each model's SQL for the
+    first. `--database=postgres` drops the `sqlite` ones, the SQLite pass the `postgres` ones."""
+    other = "sqlite" if config.getoption("--database") == "postgres" else "postgres"
+    kept = [item for item in items if item.get_closest_marker(other) is None]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

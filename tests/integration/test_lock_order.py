@@ -11,6 +11,7 @@ still free (a NOWAIT lock on it succeeds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,6 +24,9 @@ from models.channel import Channel, SubscriptionType
 from models.db import close_database, open_database
 from tests import services
 
+#: In-process PostgreSQL: only in the PostgreSQL pass of `make test` (see tests/conftest.py).
+pytestmark = pytest.mark.postgres
+
 WAIT = 10.0
 
 
@@ -32,11 +36,14 @@ def locks_db() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def pg(locks_db: str) -> AsyncIterator[str]:
-    await open_database(locks_db)
+@contextlib.asynccontextmanager
+async def on_postgres(url: str) -> AsyncIterator[None]:
+    """Tortoise on `url` for this task (and the tasks it starts). Opened in the test's own
+    task, not in a fixture: Tortoise keeps its state in a context variable, and a fixture's
+    context is not the test's (the test would fall back to another app's database)."""
+    await open_database(url)
     try:
-        yield locks_db
+        yield
     finally:
         await close_database()
 
@@ -97,25 +104,27 @@ async def while_lower_row_is_held(url: str, low: str, high: str, work: Any) -> b
         await blocker.close()
 
 
-async def test_the_positions_flush_locks_channels_in_id_order(pg: str) -> None:
-    low, high = await two_channels()
-    # Delivered on the higher id, confirmed on the lower: two statements, and in that order
-    # the flush used to lock `high` first, then wait for `low`.
-    flush = history.save_positions({high: (5, None), low: (None, 3)})
-    assert await while_lower_row_is_held(pg, low, high, flush)
-    stored = {c.id: c for c in await Channel.filter(id__in=[low, high])}
-    assert stored[high].delivered_sequence == 5 and stored[low].confirmed_sequence == 3
+async def test_the_positions_flush_locks_channels_in_id_order(locks_db: str) -> None:
+    async with on_postgres(locks_db):
+        low, high = await two_channels()
+        # Delivered on the higher id, confirmed on the lower: two statements, and in that
+        # order the flush used to lock `high` first, then wait for `low`.
+        flush = history.save_positions({high: (5, None), low: (None, 3)})
+        assert await while_lower_row_is_held(locks_db, low, high, flush)
+        stored = {c.id: c for c in await Channel.filter(id__in=[low, high])}
+        assert stored[high].delivered_sequence == 5 and stored[low].confirmed_sequence == 3
 
 
-async def test_ingestion_locks_channels_in_id_order(pg: str) -> None:
-    low, high = await two_channels()
-    event = {
-        "event_type": "comment_added",
-        "claim_id": "c1",
-        "organisation_id": "o",
-        "user_id": "usr_l",
-    }
-    recording = ingest.record_events([event], max_data_bytes=1024, batch=False)
-    assert await while_lower_row_is_held(pg, low, high, recording)
-    heads = {c.id: c.head_sequence for c in await Channel.filter(id__in=[low, high])}
-    assert heads[low] >= 1 and heads[high] >= 1
+async def test_ingestion_locks_channels_in_id_order(locks_db: str) -> None:
+    async with on_postgres(locks_db):
+        low, high = await two_channels()
+        event = {
+            "event_type": "comment_added",
+            "claim_id": "c1",
+            "organisation_id": "o",
+            "user_id": "usr_l",
+        }
+        recording = ingest.record_events([event], max_data_bytes=1024, batch=False)
+        assert await while_lower_row_is_held(locks_db, low, high, recording)
+        heads = {c.id: c.head_sequence for c in await Channel.filter(id__in=[low, high])}
+        assert heads[low] >= 1 and heads[high] >= 1
