@@ -73,15 +73,16 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
     confirmed = {cid: c for cid, (_, c) in positions.items() if c is not None}
     if not delivered and not confirmed:
         return
+    sql = dialect()
     statements = [
         statement
         for column, values in (
             ("delivered_sequence", delivered),
             ("confirmed_sequence", confirmed),
         )
-        for statement in update_statements(dialect(), "channel", column, values, forward_only=True)
+        for statement in update_statements(sql, "channel", column, values, forward_only=True)
     ]
-    if dialect() != "sqlite":  # (SQLite has one writer at a time: nothing to order)
+    if sql != "sqlite":  # (SQLite has one writer at a time: nothing to order)
         statements.insert(0, lock_rows_statement("channel", [*delivered, *confirmed]))
     await execute_in_transaction(statements)
 

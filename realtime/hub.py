@@ -241,61 +241,54 @@ class Hub:
         # idle connection after a connect storm: 54 KB; 40 KB with this bound, as when
         # clients connect 100 at a time; all attached as fast).
         async with self._attaching:
-            await self._attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
-
-    async def _attach(
-        self,
-        channel_id: str,
-        namespace: str,
-        sid: str,
-        eio_sid: str,
-        token: str,
-        last_sequence: int | None,
-    ) -> None:
-        channel = await Channel.get_or_none(id=channel_id)
-        if channel is None:
-            raise Refusal("channel_not_found", f"No channel {channel_id}.")
-        if not secret_matches(token, channel.token_hash):
-            raise Refusal("invalid_token", "auth.token is not this channel's token.")
-        if channel.status == ChannelStatus.CLOSED:
-            raise Refusal(
-                "channel_closed",
-                f"Channel {channel_id} was closed at {rfc3339_or_none(channel.closed_at)}.",
+            channel = await Channel.get_or_none(id=channel_id)
+            if channel is None:
+                raise Refusal("channel_not_found", f"No channel {channel_id}.")
+            if not secret_matches(token, channel.token_hash):
+                raise Refusal("invalid_token", "auth.token is not this channel's token.")
+            if channel.status == ChannelStatus.CLOSED:
+                raise Refusal(
+                    "channel_closed",
+                    f"Channel {channel_id} was closed at {rfc3339_or_none(channel.closed_at)}.",
+                )
+            head = channel.head_sequence
+            if last_sequence is not None and last_sequence > head:
+                raise Refusal(
+                    "last_sequence_ahead",
+                    f"auth.last_sequence {last_sequence} is ahead of the channel's newest event "
+                    f"({head}).",
+                )
+            resumed_from = self._resume_point(channel) if last_sequence is None else last_sequence
+            first = await history.first_available(channel, self.retention)
+            start = max(resumed_from, first - 1)
+            recovery = {
+                "channel_id": channel_id,
+                "resumed_from": resumed_from,
+                "head_sequence": head,
+                "replayed": head - start,
+                "recovered": resumed_from >= first - 1,
+                "first_available_sequence": first,
+                "unavailable": start - resumed_from,
+            }
+            if self.fanout.is_closed(channel_id):  # closed while we were reading
+                raise Refusal("channel_closed", f"Channel {channel_id} is closed.")
+            self.fanout.attach(
+                Subscriber(
+                    sid=sid,
+                    eio_sid=eio_sid,
+                    channel_id=channel_id,
+                    namespace=namespace,
+                    cursor=start,
+                ),
+                head=head,
+                recovery_packet=message_packet(channel_id, RECOVERY, recovery),
             )
-        head = channel.head_sequence
-        if last_sequence is not None and last_sequence > head:
-            raise Refusal(
-                "last_sequence_ahead",
-                f"auth.last_sequence {last_sequence} is ahead of the channel's newest event "
-                f"({head}).",
-            )
-        resumed_from = self._resume_point(channel) if last_sequence is None else last_sequence
-        first = await history.first_available(channel, self.retention)
-        start = max(resumed_from, first - 1)
-        recovery = {
-            "channel_id": channel_id,
-            "resumed_from": resumed_from,
-            "head_sequence": head,
-            "replayed": head - start,
-            "recovered": resumed_from >= first - 1,
-            "first_available_sequence": first,
-            "unavailable": start - resumed_from,
-        }
-        if self.fanout.is_closed(channel_id):  # closed while we were reading
-            raise Refusal("channel_closed", f"Channel {channel_id} is closed.")
-        self.fanout.attach(
-            Subscriber(
-                sid=sid, eio_sid=eio_sid, channel_id=channel_id, namespace=namespace, cursor=start
-            ),
-            head=head,
-            recovery_packet=message_packet(channel_id, RECOVERY, recovery),
-        )
-        if recovery["replayed"] > 0:
-            metrics.REPLAYS.inc()
-            metrics.REPLAY_SIZE.observe(recovery["replayed"])
-        if not recovery["recovered"]:
-            metrics.UNRECOVERED_RESUMES.inc()
-        await presence.socket_attached(channel_id, self.node_id)
+            if recovery["replayed"] > 0:
+                metrics.REPLAYS.inc()
+                metrics.REPLAY_SIZE.observe(recovery["replayed"])
+            if not recovery["recovered"]:
+                metrics.UNRECOVERED_RESUMES.inc()
+            await presence.socket_attached(channel_id, self.node_id)
 
     def _on_namespace_connected(self, sid: str, namespace: str) -> None:
         channel_id = channel_id_of(namespace)

@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from models.history import Retention
+from realtime import hub as hub_module
 from realtime.hub import MAX_CONCURRENT_ATTACHES, Hub
+from realtime.protocol import Refusal
 from realtime.server import create_socket_server
 
 
@@ -21,7 +23,7 @@ async def test_attaches_run_a_bounded_number_at_a_time(monkeypatch: pytest.Monke
     )
     running = peak = done = 0
 
-    async def attach(*args: object) -> None:
+    async def get_or_none(**kwargs: object) -> None:  # the attach's first query
         nonlocal running, peak, done
         running += 1
         peak = max(peak, running)
@@ -29,12 +31,14 @@ async def test_attaches_run_a_bounded_number_at_a_time(monkeypatch: pytest.Monke
         running -= 1
         done += 1
 
-    monkeypatch.setattr(hub, "_attach", attach)
-    await asyncio.gather(
+    monkeypatch.setattr(hub_module.Channel, "get_or_none", get_or_none)
+    outcomes = await asyncio.gather(
         *(
             hub.attach(f"chan_{i}", f"/channels/chan_{i}", f"sid{i}", f"eio{i}", "token", None)
             for i in range(4 * MAX_CONCURRENT_ATTACHES)
-        )
+        ),
+        return_exceptions=True,
     )
+    assert all(isinstance(outcome, Refusal) for outcome in outcomes)  # no such channels
     assert peak == MAX_CONCURRENT_ATTACHES
     assert done == 4 * MAX_CONCURRENT_ATTACHES
