@@ -14,6 +14,7 @@ from tortoise.transactions import in_transaction
 
 from models.db import (
     chunk_sizes,
+    connection_url,
     execute_in_transaction,
     insert_statements,
     padded,
@@ -138,3 +139,30 @@ def test_in_lists_are_padded_to_a_power_of_two_with_their_last_value() -> None:
     assert padded(["a"]) == ["a"]
     assert padded(["a", "b", "c"]) == ["a", "b", "c", "c"]
     assert len(padded(list(range(17)))) == 32
+
+
+@sqlite_only
+@pytest.mark.usefixtures("db")
+async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
+    """Durable commits, and the cache and checkpoint sizes the write path was tuned with."""
+
+    def settings(db: sqlite3.Connection) -> dict[str, int]:
+        names = ("synchronous", "busy_timeout", "cache_size", "wal_autocheckpoint")
+        values = {name: int(db.execute(f"PRAGMA {name}").fetchone()[0]) for name in names}
+        values["journal_size_limit"] = int(db.execute("PRAGMA journal_size_limit").fetchone()[0])
+        return values
+
+    assert await sqlite_transaction(settings) == {
+        "synchronous": 2,  # FULL
+        "busy_timeout": 5000,
+        "cache_size": -65536,
+        "wal_autocheckpoint": 4000,
+        "journal_size_limit": 64 * 1024 * 1024,
+    }
+
+
+def test_a_setting_given_in_the_url_wins() -> None:
+    url = connection_url("sqlite:///tmp/x.sqlite3?cache_size=-1024")
+    assert "cache_size=-1024" in url
+    assert "cache_size=-65536" not in url
+    assert "synchronous=FULL" in url
