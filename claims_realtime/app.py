@@ -84,8 +84,13 @@ SERVER_GC_THRESHOLDS = (10_000, 50, 10)
 #: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
 #: SQLite runs in aiosqlite's thread: under load each of its hand-offs with the busy event
 #: loop waited out the interval, several per ingestion. At 8,000 deliveries/s over 1,000
-#: sockets p99 went from 60 ms to 26 ms with 0.5 ms, at no extra CPU (0.2 ms was worse).
-SERVER_SWITCH_INTERVAL = 0.0005
+#: sockets p99 went from 60 ms to 26 ms with 0.5 ms, at no extra CPU (0.2 ms was worse
+#: then). Since events and acks skip the ASGI queues the event loop holds the GIL in longer
+#: stretches, and SQLite's thread waits for it after every statement (a transaction's wall
+#: time was twice its CPU time at 7,500 events/s): back to back, twice each, the user
+#: workload at 7,500/s had p99 42/44 ms with 0.2 ms against 55/61 ms with 0.5 ms, and the
+#: organisation workload did not move beyond noise (p99 45/52 against 29/67 ms at 10,000/s).
+SERVER_SWITCH_INTERVAL = 0.0002
 
 
 def create_server_app() -> socketio.ASGIApp:
