@@ -95,9 +95,13 @@ async def prune(retention: Retention) -> int:
     expired = await ChannelEvent.filter(recorded_at__lt=retention.cutoff()).delete()
     await ClaimEvent.filter(recorded_at__lt=retention.cutoff()).delete()
     # max_events is an int from settings: formatting it in is safe and dialect-neutral.
+    # Driven from the channels that have more than that, each one's placements found by
+    # (channel_id, sequence): joined the other way round, SQLite read the whole history's
+    # index every run, with the writers waiting.
+    keep = int(retention.max_events)
     overflow, _ = await connections.get("default").execute_query(
-        "DELETE FROM channel_event WHERE id IN (SELECT ce.id FROM channel_event ce "
-        "JOIN channel c ON c.id = ce.channel_id "
-        f"WHERE ce.sequence <= c.head_sequence - {int(retention.max_events)})"
+        "DELETE FROM channel_event WHERE id IN (SELECT ce.id FROM channel c "
+        "JOIN channel_event ce ON ce.channel_id = c.id "
+        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep})"
     )
     return int(expired) + int(overflow)
