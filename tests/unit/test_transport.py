@@ -148,6 +148,17 @@ async def test_send_now_writes_a_frame_unless_the_transport_pushes_back(
     assert connection.client_receives() == []
 
 
+@pytest.mark.parametrize("size", [1, 125, 126, 127, 65535, 65536, 100_000])
+async def test_send_now_frames_every_payload_size_as_websockets_does(
+    connection: Connection, size: int
+) -> None:
+    """Around each of the header's length encodings (7, 16 and 64 bits), in UTF-8 bytes."""
+    text = "4" + "é" * ((size - 1) // 2) + "x" * ((size - 1) % 2)  # 2-byte characters
+    assert len(text.encode()) == size
+    assert connection.protocol.send_now(text)
+    assert connection.client_receives() == [text]
+
+
 async def test_the_direct_line_yields_to_anything_queued_or_in_the_writers_hands(
     connection: Connection,
 ) -> None:
