@@ -3,16 +3,25 @@ channel's delivery positions and status."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from models.channel import Channel
 from models.clock import utcnow
-from models.db import dialect, execute_in_transaction, lock_rows_statement, update_statements
-from models.event import ChannelEvent, ClaimEvent
+from models.db import (
+    dialect,
+    execute_in_transaction,
+    lock_rows_statement,
+    sql_for,
+    update_statements,
+)
+from models.event import ChannelEvent
 
 
 @dataclass(frozen=True)
@@ -87,21 +96,70 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
     await execute_in_transaction(statements)
 
 
-async def prune(retention: Retention) -> int:
+#: Rows one prune statement deletes at most: a backlog (the first prune after a long stop)
+#: goes in many short write transactions with ingestion's in between, not in one that holds
+#: every writer off until it is done.
+PRUNE_CHUNK = 5_000
+
+
+async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
     """Delete history beyond retention; answer how many placements went.
 
     Reads already ignore what lies beyond the bounds, so this only reclaims space.
     """
-    expired = await ChannelEvent.filter(recorded_at__lt=retention.cutoff()).delete()
-    await ClaimEvent.filter(recorded_at__lt=retention.cutoff()).delete()
+    connection = connections.get("default")
+    cutoff = ChannelEvent._meta.fields_map["recorded_at"].to_db_value(
+        retention.cutoff(), ChannelEvent
+    )
+    expired = await _delete_in_chunks(
+        connection,
+        "channel_event",
+        "id",
+        "SELECT id FROM channel_event WHERE recorded_at < ?",
+        [cutoff],
+        chunk,
+    )
+    await _delete_in_chunks(
+        connection,
+        "claim_event",
+        "event_id",
+        "SELECT event_id FROM claim_event WHERE recorded_at < ?",
+        [cutoff],
+        chunk,
+    )
     # max_events is an int from settings: formatting it in is safe and dialect-neutral.
     # Driven from the channels that have more than that, each one's placements found by
     # (channel_id, sequence): joined the other way round, SQLite read the whole history's
     # index every run, with the writers waiting.
     keep = int(retention.max_events)
-    overflow, _ = await connections.get("default").execute_query(
-        "DELETE FROM channel_event WHERE id IN (SELECT ce.id FROM channel c "
-        "JOIN channel_event ce ON ce.channel_id = c.id "
-        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep})"
+    overflow = await _delete_in_chunks(
+        connection,
+        "channel_event",
+        "id",
+        "SELECT ce.id FROM channel c JOIN channel_event ce ON ce.channel_id = c.id "
+        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep}",
+        [],
+        chunk,
     )
-    return int(expired) + int(overflow)
+    return expired + overflow
+
+
+async def _delete_in_chunks(
+    connection: BaseDBAsyncClient,
+    table: str,
+    key: str,
+    selection: str,
+    parameters: list[Any],
+    chunk: int,
+) -> int:
+    """DELETE the rows `selection` picks (their `key`), `chunk` at a time; answer how many."""
+    query = sql_for(
+        connection, f"DELETE FROM {table} WHERE {key} IN ({selection} LIMIT {int(chunk)})"
+    )
+    removed = 0
+    while True:
+        count, _ = await connection.execute_query(query, parameters)
+        removed += int(count)
+        if count < chunk:
+            return removed
+        await asyncio.sleep(0)  # ingestion waiting for the database goes first

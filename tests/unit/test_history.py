@@ -70,6 +70,20 @@ async def test_prune_removes_only_what_retention_no_longer_keeps() -> None:
     assert sorted(remaining) == [4, 5]
 
 
+async def test_prune_deletes_a_backlog_in_chunks_until_none_is_left() -> None:
+    channel = await channel_with_events(25)
+    old = channel.created_at - timedelta(hours=2)
+    await ChannelEvent.filter(channel_id=channel.id, sequence__lte=10).update(recorded_at=old)
+    await ClaimEvent.filter(claim_id__in=[f"c{i}" for i in range(10)]).update(recorded_at=old)
+    # 10 expired (chunks of 3: 3, 3, 3, 1), then 15 - 4 kept = 11 beyond the count bound.
+    removed = await history.prune(Retention(max_events=4, ttl_seconds=3600), chunk=3)
+    assert removed == 10 + 11
+    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    assert sorted(remaining) == [22, 23, 24, 25]
+    assert await ClaimEvent.filter(recorded_at__lt=channel.created_at).count() == 0
+    assert await ClaimEvent.all().count() == 15
+
+
 @pytest.mark.sqlite
 async def test_prune_does_not_scan_the_history_once_per_expired_event() -> None:
     # With channel_event.event_id a foreign key, deleting each expired claim event made
