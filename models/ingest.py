@@ -192,7 +192,7 @@ def _record_sync(
     now: datetime,
 ) -> list[Recorded]:
     """`_record` on SQLite, run in its thread inside the transaction."""
-    batch = _Batch(fresh, prefixes, now)
+    batch = _Batch(fresh, prefixes, now, stored_now=_sqlite_value(now))
     known = _known_query(given)
     batch.sort_out_duplicates(db.execute(*known).fetchall() if known is not None else [])
     candidates = _candidates_query(batch.to_store, "sqlite")
@@ -211,10 +211,19 @@ class _Batch:
     """What one call records, worked out from what the database holds: which events are
     duplicates, and where the others go. No I/O here: both paths above share it."""
 
-    def __init__(self, fresh: list[NewEvent], prefixes: list[str], now: datetime) -> None:
+    def __init__(
+        self,
+        fresh: list[NewEvent],
+        prefixes: list[str],
+        now: datetime,
+        *,
+        stored_now: Any = None,
+    ) -> None:
         self.fresh = fresh
         self.prefixes = prefixes
         self.now = now
+        #: `now` as the statements bind it (see _sqlite_value).
+        self.stored_now = now if stored_now is None else stored_now
         self._results: list[Recorded | None] = [None] * len(fresh)
         #: (index in the call, event) of the events to store.
         self.stored: list[tuple[int, NewEvent]] = []
@@ -253,7 +262,9 @@ class _Batch:
                 if event.event_type in route.event_types:
                     route.head += 1
                     self._touched[route.id] = route
-                    self._placements.append([route.id, route.head, event.event_id, self.now])
+                    self._placements.append(
+                        [route.id, route.head, event.event_id, self.stored_now]
+                    )
                     placed += 1
             event.channel_count = placed
 
@@ -261,11 +272,13 @@ class _Batch:
         heads = {route.id: route.head for route in self._touched.values()}
         return [
             *insert_statements(
-                "claim_event", _EVENT_COLUMNS, [_event_row(event) for event in self.to_store]
+                "claim_event",
+                _EVENT_COLUMNS,
+                [_event_row(event, self.stored_now) for event in self.to_store],
             ),
             *insert_statements("channel_event", _PLACEMENT_COLUMNS, self._placements),
             *update_statements(
-                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.now}
+                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.stored_now}
             ),
         ]
 
@@ -315,7 +328,18 @@ def _stored_event(row: Mapping[str, Any]) -> NewEvent:
     )
 
 
-def _event_row(event: NewEvent) -> list[Any]:
+def _sqlite_value(moment: datetime) -> Any:
+    """`moment` as SQLite gets it bound: Tortoise's field conversion, then the sqlite3
+    adapter Tortoise registers for datetimes. Done once per batch: bound as a datetime, the
+    adapter is a Python call per row, in SQLite's thread (2.3 against 0.55 us per placement
+    row in a microbenchmark; an organisation event has a hundred)."""
+    value = ClaimEvent._meta.fields_map["recorded_at"].to_db_value(moment, ClaimEvent)
+    adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+    return adapt(value) if adapt is not None else value
+
+
+def _event_row(event: NewEvent, stored_now: Any) -> list[Any]:
+    """The claim_event row; `recorded_at` is the batch's `now`, as bound (_Batch)."""
     fields_map = ClaimEvent._meta.fields_map
     return [
         event.event_id,
@@ -325,7 +349,7 @@ def _event_row(event: NewEvent) -> list[Any]:
         event.user_id,
         event.actor_id,
         fields_map["occurred_at"].to_db_value(event.occurred_at, ClaimEvent),
-        fields_map["recorded_at"].to_db_value(event.recorded_at, ClaimEvent),
+        stored_now,
         event.data_json,
         event.fingerprint,
         event.channel_count,

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from tortoise import Tortoise
 
 from models import ingest, subscriptions
 from models.channel import Channel, SubscriptionType
@@ -47,6 +48,27 @@ async def user_channel(user: str = "usr_owner", **kw: Any) -> Channel:
 async def placed(channel: Channel) -> list[tuple[int, str]]:
     rows = await ChannelEvent.filter(channel_id=channel.id).order_by("sequence")
     return [(row.sequence, row.event_id) for row in rows]  # type: ignore[attr-defined]
+
+
+@pytest.mark.sqlite
+async def test_times_are_stored_as_tortoise_itself_stores_them() -> None:
+    # Ingestion binds the batch's time as text it converted once (ingest._sqlite_value).
+    owner = await user_channel()
+    (outcome,) = await record(claim_event(event_id="e1"))
+    connection = Tortoise.get_connection("default")
+
+    async def stored() -> list[Any]:
+        _, rows = await connection.execute_query(
+            "SELECT e.recorded_at, ce.recorded_at FROM claim_event e "
+            "JOIN channel_event ce ON ce.event_id = e.event_id WHERE e.event_id = 'e1'"
+        )
+        return [tuple(row) for row in rows]
+
+    written = await stored()
+    moment = outcome.event.recorded_at
+    await ClaimEvent.filter(event_id="e1").update(recorded_at=moment)
+    await ChannelEvent.filter(channel_id=owner.id).update(recorded_at=moment)
+    assert await stored() == written
 
 
 async def test_routes_by_organisation_owner_and_event_type() -> None:
