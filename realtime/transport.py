@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 #: Called with the frame's text; True when it consumed the frame.
 TextHook = Callable[[str], bool]
@@ -67,8 +68,14 @@ class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         payload = text.encode()
         conn = self.conn
-        if conn.extensions or conn.expect_continuation_frame or conn.writes:
-            conn.send_text(payload)  # websockets' own framing (compression, fragments)
+        if (
+            conn.state is not State.OPEN
+            or conn.extensions
+            or conn.expect_continuation_frame
+            or conn.writes
+        ):
+            # websockets' own framing (compression, fragments), or its refusal (closing)
+            conn.send_text(payload)
             self.transport.write(b"".join(conn.data_to_send()))
         else:
             # The frame websockets would build (a server's frames are not masked), without

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -157,6 +158,20 @@ async def test_send_now_frames_every_payload_size_as_websockets_does(
     assert len(text.encode()) == size
     assert connection.protocol.send_now(text)
     assert connection.client_receives() == [text]
+
+
+async def test_send_now_never_writes_a_frame_once_websockets_is_closing(
+    connection: Connection,
+) -> None:
+    # websockets failed the connection (a protocol error: it queued a close frame) before
+    # uvicorn noticed: no data frame may follow the close.
+    conn = connection.protocol.conn
+    conn.fail(1002, "protocol error")
+    connection.transport.write(b"".join(conn.data_to_send()))  # the close frame went out
+    before = len(connection.transport.written)
+    with contextlib.suppress(Exception):  # websockets refuses: the connection is closing
+        connection.protocol.send_now("4late")
+    assert b"4late" not in connection.transport.written[before:]
 
 
 async def test_the_direct_line_yields_to_anything_queued_or_in_the_writers_hands(
