@@ -192,7 +192,7 @@ def _record_sync(
     now: datetime,
 ) -> list[Recorded]:
     """`_record` on SQLite, run in its thread inside the transaction."""
-    batch = _Batch(fresh, prefixes, now, stored_now=_sqlite_value(now))
+    batch = _Batch(fresh, prefixes, _sqlite_value(now))
     known = _known_query(given)
     batch.sort_out_duplicates(db.execute(*known).fetchall() if known is not None else [])
     candidates = _candidates_query(batch.to_store, "sqlite")
@@ -211,19 +211,11 @@ class _Batch:
     """What one call records, worked out from what the database holds: which events are
     duplicates, and where the others go. No I/O here: both paths above share it."""
 
-    def __init__(
-        self,
-        fresh: list[NewEvent],
-        prefixes: list[str],
-        now: datetime,
-        *,
-        stored_now: Any = None,
-    ) -> None:
+    def __init__(self, fresh: list[NewEvent], prefixes: list[str], now: Any) -> None:
         self.fresh = fresh
         self.prefixes = prefixes
+        #: The batch's time as the statements bind it (on SQLite see _sqlite_value).
         self.now = now
-        #: `now` as the statements bind it (see _sqlite_value).
-        self.stored_now = now if stored_now is None else stored_now
         self._results: list[Recorded | None] = [None] * len(fresh)
         #: (index in the call, event) of the events to store.
         self.stored: list[tuple[int, NewEvent]] = []
@@ -262,9 +254,7 @@ class _Batch:
                 if event.event_type in route.event_types:
                     route.head += 1
                     self._touched[route.id] = route
-                    self._placements.append(
-                        [route.id, route.head, event.event_id, self.stored_now]
-                    )
+                    self._placements.append([route.id, route.head, event.event_id, self.now])
                     placed += 1
             event.channel_count = placed
 
@@ -274,11 +264,11 @@ class _Batch:
             *insert_statements(
                 "claim_event",
                 _EVENT_COLUMNS,
-                [_event_row(event, self.stored_now) for event in self.to_store],
+                [_event_row(event, self.now) for event in self.to_store],
             ),
             *insert_statements("channel_event", _PLACEMENT_COLUMNS, self._placements),
             *update_statements(
-                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.stored_now}
+                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.now}
             ),
         ]
 
@@ -338,7 +328,7 @@ def _sqlite_value(moment: datetime) -> Any:
     return adapt(value) if adapt is not None else value
 
 
-def _event_row(event: NewEvent, stored_now: Any) -> list[Any]:
+def _event_row(event: NewEvent, now: Any) -> list[Any]:
     """The claim_event row; `recorded_at` is the batch's `now`, as bound (_Batch)."""
     fields_map = ClaimEvent._meta.fields_map
     return [
@@ -349,7 +339,7 @@ def _event_row(event: NewEvent, stored_now: Any) -> list[Any]:
         event.user_id,
         event.actor_id,
         fields_map["occurred_at"].to_db_value(event.occurred_at, ClaimEvent),
-        stored_now,
+        now,
         event.data_json,
         event.fingerprint,
         event.channel_count,
