@@ -74,6 +74,12 @@ SQLITE_PRAGMAS: dict[str, object] = {
     # Keep the WAL file's space between checkpoints (Tortoise sets 16 KiB: the file was
     # truncated after every checkpoint and regrown by the next commits).
     "journal_size_limit": 64 * 1024 * 1024,
+    # Keep statement and savepoint journals in memory. Every call of a group commit runs in a
+    # SAVEPOINT (models.group_commit), which copies each page it first touches to a journal;
+    # past 64 KiB SQLite spilled that journal to a temporary file: strace of the user
+    # workload showed a file created and unlinked per commit and two thirds of all pwrites
+    # going to it. In memory: -30% of SQLite's CPU per event (user shape), -25% (org).
+    "temp_store": "MEMORY",
 }
 
 

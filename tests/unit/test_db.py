@@ -144,7 +144,8 @@ def test_in_lists_are_padded_to_a_power_of_two_with_their_last_value() -> None:
 @sqlite_only
 @pytest.mark.usefixtures("db")
 async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
-    """Durable commits, and the cache and checkpoint sizes the write path was tuned with."""
+    """Durable commits, and the cache, checkpoint and journal settings the write path was
+    tuned with."""
 
     def settings(db: sqlite3.Connection) -> dict[str, int]:
         names = (
@@ -153,6 +154,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
             "cache_size",
             "wal_autocheckpoint",
             "journal_size_limit",
+            "temp_store",
         )
         return {name: int(db.execute(f"PRAGMA {name}").fetchone()[0]) for name in names}
 
@@ -162,6 +164,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
         "cache_size": -65536,
         "wal_autocheckpoint": 4000,
         "journal_size_limit": 64 * 1024 * 1024,
+        "temp_store": 2,  # MEMORY
     }
 
 
