@@ -90,7 +90,11 @@ SERVER_GC_THRESHOLDS = (10_000, 50, 10)
 #: time was twice its CPU time at 7,500 events/s): back to back, twice each, the user
 #: workload at 7,500/s had p99 42/44 ms with 0.2 ms against 55/61 ms with 0.5 ms, and the
 #: organisation workload did not move beyond noise (p99 45/52 against 29/67 ms at 10,000/s).
-SERVER_SWITCH_INTERVAL = 0.0002
+#: Each forced hand-off costs CPU too (a futex wake and a thread switch): once SQLite's
+#: statement journals moved to memory (models.db, temp_store) its transactions got shorter,
+#: and back to back at 5,000/s (user) 0.2 ms cost 90.7/90.4% of a core against 75.4/85.5% with
+#: 1 ms, at no better p99 (55/49 against 28/46 ms; 5 ms: 77/82%, 58/42 ms). So 1 ms.
+SERVER_SWITCH_INTERVAL = 0.001
 
 
 def create_server_app() -> socketio.ASGIApp:
