@@ -9,7 +9,9 @@ keeps ASGI for everything else and offers the Engine.IO transport (realtime.engi
 line while a connection is plain sailing:
 
 - `frame_hook`: a text frame the hook takes (a channel ack) is handled as it is parsed,
-  when nothing is queued before it for the application, so frames stay in order;
+  when nothing is queued before it for the application, so frames stay in order; the
+  commonest read, one or more whole ack frames, is parsed here before websockets sees it
+  (see `data_received`);
 - `send_now(text)`: writes a text frame at once when the connection is open and its
   transport is not asking us to stop (flow control), else says no and the caller queues.
 
@@ -25,7 +27,13 @@ import struct
 from collections.abc import Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
+
+try:  # websockets' C unmasking, as websockets itself uses when it was built
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
 
 #: Called with the frame's text; True when it consumed the frame.
 TextHook = Callable[[str], bool]
@@ -34,6 +42,47 @@ TextHook = Callable[[str], bool]
 class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Set by the Engine.IO transport while it serves this connection.
     frame_hook: TextHook | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Whole, short, final, masked text frames at the front of `data` go straight to
+        the hook while it takes them; the rest (any other frame, a frame cut by the read, a
+        frame the hook declines) goes through websockets and uvicorn from that boundary on.
+
+        A confirming client sends one small ack frame per event: websockets' generator-based
+        parser and uvicorn's event dispatch cost more than the ack's own handling (py-spy:
+        ~10% of the event loop's samples at 5,000 deliveries/s). Only taken when websockets
+        itself waits at a frame boundary with nothing buffered, so that it would have parsed
+        these very frames, and they change nothing of its state (a final text frame when no
+        fragmented message is open, no extension negotiated)."""
+        hook = self.frame_hook
+        if hook is not None and len(data) >= 6 and data[0] == 0x81 and self._between_frames():
+            taken = _take_frames(data, hook)
+            if taken == len(data):
+                return
+            data = data[taken:]
+        super().data_received(data)
+
+    def _between_frames(self) -> bool:
+        conn = self.conn
+        if (
+            conn.state is not State.OPEN
+            or conn.extensions
+            or conn.current_size is not None
+            or (conn.max_message_size is not None and conn.max_message_size < 126)
+            or conn.reader.buffer
+            or self.frames
+            or self.close_sent
+            or not self.queue.empty()  # an earlier frame still waits for the application
+        ):
+            return False
+        # The parser (ServerProtocol.parse, after the handshake in Protocol.parse) suspended
+        # where Protocol.parse waits for the next frame's first byte.
+        outer = getattr(conn.parser, "gi_yieldfrom", None)
+        inner = getattr(outer, "gi_yieldfrom", None)
+        return (
+            getattr(outer, "gi_code", None) is _PARSE_CODE
+            and getattr(inner, "gi_code", None) is _AT_EOF_CODE
+        )
 
     def send_receive_event_to_app(self) -> None:
         hook = self.frame_hook
@@ -82,6 +131,31 @@ class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
             # its Frame object and checks: 0.4 against 3.1 us per event in a microbenchmark.
             self.transport.write(_text_frame_header(len(payload)) + payload)
         return True
+
+
+_PARSE_CODE = Protocol.parse.__code__
+_AT_EOF_CODE = StreamReader.at_eof.__code__
+
+
+def _take_frames(data: bytes, hook: TextHook) -> int:
+    """Hand the whole frames at the front of `data` that are final, masked, unextended text
+    frames of under 126 bytes (one header byte 0x81, one length byte, a four-byte mask) to
+    `hook`, in order, until one is not such a frame, is cut short, is not UTF-8 or is
+    declined; answer the bytes taken (always a frame boundary)."""
+    offset, size = 0, len(data)
+    while size - offset >= 6 and data[offset] == 0x81:
+        length = data[offset + 1] - 0x80  # negative when unmasked: websockets' error
+        end = offset + 6 + length
+        if not 0 <= length < 126 or end > size:
+            break
+        try:
+            text = str(apply_mask(data[offset + 6 : end], data[offset + 2 : offset + 6]), "utf-8")
+        except UnicodeDecodeError:
+            break  # websockets and uvicorn decide what an invalid text frame does
+        if not hook(text):
+            break
+        offset = end
+    return offset
 
 
 _HEADER_16 = struct.Struct("!BBH").pack

@@ -69,13 +69,16 @@ class Connection:
         self.protocol.data_received(b"".join(self.client.data_to_send()))
 
     def client_receives(self) -> list[str]:
+        return [
+            frame.data.decode()
+            for frame in self.client_receives_frames()
+            if frame.opcode == Opcode.TEXT
+        ]
+
+    def client_receives_frames(self) -> list[Frame]:
         self.client.receive_data(bytes(self.transport.written[self._read :]))
         self._read = len(self.transport.written)
-        return [
-            event.data.decode()
-            for event in self.client.events_received()
-            if isinstance(event, Frame) and event.opcode == Opcode.TEXT
-        ]
+        return [event for event in self.client.events_received() if isinstance(event, Frame)]
 
 
 async def settle() -> None:
@@ -129,6 +132,128 @@ async def test_a_hooked_frame_never_overtakes_one_the_application_has_not_read(
     await settle()
     assert taken == []
     assert connection.app_received == ["hello", "ack 2"]
+
+
+def hooked_acks(connection: Connection) -> list[str]:
+    """Make the connection's hook take texts starting with "ack"; answer what it took."""
+    taken: list[str] = []
+    connection.protocol.frame_hook = lambda text: text.startswith("ack") and not taken.append(text)
+    return taken
+
+
+def parsed_by_websockets(connection: Connection) -> list[bytes]:
+    """Record the reads that reach websockets' parser."""
+    reads: list[bytes] = []
+    conn = connection.protocol.conn
+    receive_data = conn.receive_data
+
+    def recording(data: bytes) -> None:
+        reads.append(bytes(data))
+        receive_data(data)
+
+    conn.receive_data = recording  # type: ignore[method-assign]
+    return reads
+
+
+def client_frames(connection: Connection, *texts: str) -> bytes:
+    for text in texts:
+        connection.client.send_text(text.encode())
+    return b"".join(connection.client.data_to_send())
+
+
+async def test_a_read_of_whole_ack_frames_never_reaches_websockets_parser(
+    connection: Connection,
+) -> None:
+    taken = hooked_acks(connection)
+    reads = parsed_by_websockets(connection)
+    connection.client_sends("ack 1", "ack 2", "ack é" + "x" * 118)  # 124 bytes of UTF-8
+    assert taken == ["ack 1", "ack 2", "ack é" + "x" * 118]
+    assert reads == []
+    # websockets still parses what follows from the right place.
+    connection.client_sends("hello")
+    await settle()
+    assert connection.app_received == ["hello"]
+
+
+async def test_frames_after_one_the_hook_declines_go_through_websockets_in_order(
+    connection: Connection,
+) -> None:
+    taken = hooked_acks(connection)
+    reads = parsed_by_websockets(connection)
+    data = client_frames(connection, "ack 1", "hello", "ack 2")
+    connection.protocol.data_received(data)
+    await settle()
+    assert taken == ["ack 1"]  # "ack 2" came behind "hello", still queued for the app
+    assert connection.app_received == ["hello", "ack 2"]
+    assert reads == [data[6 + len("ack 1") :]]  # from the first frame it did not take
+
+
+async def test_a_frame_cut_by_the_read_is_parsed_by_websockets_and_the_next_read_resumes(
+    connection: Connection,
+) -> None:
+    taken = hooked_acks(connection)
+    data = client_frames(connection, "ack 1", "ack 2", "ack 3")
+    cut = len(data) - 4  # inside "ack 3"
+    connection.protocol.data_received(data[:cut])
+    assert taken == ["ack 1", "ack 2"]
+    connection.protocol.data_received(data[cut:])
+    assert taken == ["ack 1", "ack 2", "ack 3"]
+    reads = parsed_by_websockets(connection)
+    connection.client_sends("ack 4")  # websockets is back at a frame boundary
+    assert taken == ["ack 1", "ack 2", "ack 3", "ack 4"]
+    assert reads == []
+
+
+async def test_a_read_inside_a_frame_is_never_taken_for_the_start_of_one(
+    connection: Connection,
+) -> None:
+    """websockets holds a frame's header and waits for its mask: the next read starts with
+    bytes that also look like a whole ack frame. They are the rest of the first frame."""
+    taken = hooked_acks(connection)
+    mask = bytes((0x81, 0x83, 0, 0))  # reads as a text frame header, length 3
+    text = "hiac\x03!!"
+    # Its masked bytes 2..4 unmask, with mask bytes 2..5 of the read, to "ack".
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text.encode()))
+    connection.protocol.data_received(bytes((0x81, 0x80 | len(text))))
+    connection.protocol.data_received(mask + masked)
+    await settle()
+    assert taken == []
+    assert connection.app_received == [text]
+
+
+async def test_frames_it_does_not_parse_itself_are_websockets_decisions(
+    connection: Connection,
+) -> None:
+    taken = hooked_acks(connection)
+    connection.client_sends("ack " + "x" * 122)  # 126 bytes: a 16-bit length
+    assert taken == ["ack " + "x" * 122]
+    connection.client.send_ping(b"are you there")  # a control frame: websockets answers it
+    connection.protocol.data_received(b"".join(connection.client.data_to_send()))
+    assert [event.opcode for event in connection.client_receives_frames()] == [Opcode.PONG]
+    assert connection.client.state.name == "OPEN"
+
+
+async def test_an_unmasked_client_frame_still_fails_the_connection(
+    connection: Connection,
+) -> None:
+    taken = hooked_acks(connection)
+    connection.protocol.data_received(b"\x81\x05ack 1")  # a client must mask its frames
+    await settle()
+    assert taken == []
+    closes = [
+        event for event in connection.client_receives_frames() if event.opcode == Opcode.CLOSE
+    ]
+    assert closes and closes[0].data[:2] == (1002).to_bytes(2, "big")  # protocol error
+
+
+async def test_a_text_frame_that_is_not_utf8_is_never_hooked(connection: Connection) -> None:
+    taken = hooked_acks(connection)
+    reads = parsed_by_websockets(connection)
+    connection.client.send_frame(Frame(Opcode.TEXT, b"ack \xff"))
+    connection.protocol.data_received(b"".join(connection.client.data_to_send()))
+    await settle()
+    assert taken == [] and connection.app_received == []
+    assert len(reads) == 1  # handed to websockets and uvicorn, as without the shortcut
 
 
 async def test_send_now_writes_a_frame_unless_the_transport_pushes_back(
