@@ -7,7 +7,7 @@
                   └── BodyLimit       bodies over MAX_REQUEST_BYTES -> 413
                       └── ConsoleRoute    GET /console/ -> the live console
                           └── MethodGuard     undeclared methods -> 405 with an exact Allow
-                              └── connexion.AsyncApp  the OpenAPI document, mounted twice
+                              └── ServiceApp  connexion.AsyncApp: the document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
@@ -26,13 +26,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import connexion
 import socketio
 import yaml
 
 from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
 from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
+from claims_realtime.dispatch import ServiceApp
 from claims_realtime.http import (
     ERROR_HANDLERS,
     BodyLimit,
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await close_database()
             process_exited()
 
-    api = connexion.AsyncApp(
+    api = ServiceApp(
         __name__,
         lifespan=lifespan,
         resolver=SnakeCaseResolver(),

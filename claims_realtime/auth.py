@@ -21,8 +21,9 @@ from typing import Any
 import jwt
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
-from connexion.security import SECURITY_HANDLERS, BearerSecurityHandler
+from connexion.security import SECURITY_HANDLERS, ApiKeySecurityHandler, BearerSecurityHandler
 
+from claims_realtime.dispatch import SignatureOnce
 from claims_realtime.settings import Settings
 from models.access import Principal
 
@@ -150,7 +151,7 @@ def check_bearer_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
     return {"sub": principal.user_id, "principal": principal}
 
 
-class StrictBearerHandler(BearerSecurityHandler):
+class StrictBearerHandler(SignatureOnce, BearerSecurityHandler):
     """Connexion's bearer handler, answering a missing or non-Bearer Authorization header
     with our 401 (which carries `WWW-Authenticate: Bearer`) instead of a bare one."""
 
@@ -169,8 +170,17 @@ class StrictBearerHandler(BearerSecurityHandler):
         return wrapper
 
 
-#: Connexion's `security_map`: our bearer handler, the stock ones otherwise.
-SECURITY_MAP: dict[str, Any] = {**SECURITY_HANDLERS, "bearer": StrictBearerHandler}
+class PublisherKeyHandler(SignatureOnce, ApiKeySecurityHandler):
+    """Connexion's API key handler (the ingestion API's `X-Publisher-Key`), minus the two
+    signature inspections per request (claims_realtime.dispatch)."""
+
+
+#: Connexion's `security_map`: our bearer and API key handlers, the stock ones otherwise.
+SECURITY_MAP: dict[str, Any] = {
+    **SECURITY_HANDLERS,
+    "apiKey": PublisherKeyHandler,
+    "bearer": StrictBearerHandler,
+}
 
 
 def document_for_mode(document: dict[str, Any], auth_mode: str) -> dict[str, Any]:
