@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from starlette.responses import Response
 
 from models.channel import Channel, ChannelStatus, SubscriptionType
 from models.clock import rfc3339, rfc3339_or_none
 from models.ingest import Recorded
 
-#: What handlers return: body, status, headers.
-Reply = tuple[dict[str, Any], int, dict[str, str]]
+#: What handlers return: the response itself, which Connexion sends as it is.
+Reply = Response
 
 
 def reply(body: dict[str, Any], status: int = 200) -> Reply:
-    """A JSON reply. The Content-Type is explicit because our operations also declare
-    `application/problem+json` (for errors), and Connexion 3.3 will not choose between the
-    two by status code: without it every success would be a 500."""
-    return body, status, {"Content-Type": "application/json"}
+    """A JSON reply, serialised here as Connexion's jsonifier would (`json.dumps`, a final
+    newline). Handed a body instead, Connexion 3.3 works out the content type on every
+    request, and must be told it: our operations also declare `application/problem+json`
+    (for errors) and it does not choose between the two by status code (a bare body was a
+    500). Its inference and serialisation were ~65 us of a 10-event batch's ~1 ms."""
+    return Response(json.dumps(body) + "\n", status_code=status, media_type="application/json")
 
 
 def websocket_url(base_url: str, channel_id: str) -> str:
