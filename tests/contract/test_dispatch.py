@@ -4,11 +4,13 @@ Connexion 3.3 rebuilt each operation's decorator chain for every request, inspec
 handler's and the security check's signatures each time; here that happens once per
 operation, and repeated requests still get their own parameters, bodies and answers.
 Operations whose only input is the JSON body get the body the validator parsed, without
-Connexion's parameter decorator; the others still go through it.
+Connexion's parameter decorator; the others still go through it. Request validators are
+built once per operation too, and still judge every request.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ from connexion import security
 from connexion.decorators import parameter
 from starlette.requests import Request
 
-from claims_realtime import dispatch
+from claims_realtime import dispatch, http
 from tests.helpers import PUBLISHER_KEY
 
 AUTH = {"X-Publisher-Key": PUBLISHER_KEY}
@@ -175,3 +177,74 @@ async def test_the_body_only_path_answers_as_connexion_did(api: httpx.AsyncClien
         b'{"results": [{"event_id": "evt_dispatch_1", "channels": 0, "duplicate": false}]}\n'
     )
     assert response.headers["content-length"] == str(len(response.content))
+
+
+@pytest.fixture
+def validators_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The request validators constructed from now on, by class name."""
+    built: list[str] = []
+    for cls in (http.BodyValidator, http.ParametersValidator):
+        original = cls.__init__
+
+        def counting(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            built.append(type(self).__name__)
+            __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    return built
+
+
+async def test_request_validators_are_built_once_per_operation(
+    api: httpx.AsyncClient, validators_built: list[str]
+) -> None:
+    assert (await publish(api, 0)).status_code == 202
+    after_first = list(validators_built)
+    assert after_first == ["ParametersValidator", "BodyValidator"]
+    for claim in range(1, 5):
+        assert (await publish(api, claim)).status_code == 202
+    assert validators_built == after_first
+
+
+async def test_validation_still_refuses_per_request(api: httpx.AsyncClient) -> None:
+    """Validators kept across requests still judge each one: content types accepted or
+    refused, bodies valid or not, in any order."""
+    batch = "/api/v1/claim-events/batch"
+    good = {
+        "events": [
+            {"event_type": "comment_added", "claim_id": "c", "organisation_id": "o", "user_id": "u"}
+        ]
+    }
+    bad = {"events": [{"event_type": "nonsense", "claim_id": "c", "organisation_id": "o"}]}
+
+    def post(body: Any, content_type: str) -> Any:
+        raw = json.dumps(body).encode()
+        return api.post(batch, content=raw, headers={**AUTH, "Content-Type": content_type})
+
+    assert (await post(good, "application/json")).status_code == 202
+    refused = await post(good, "text/plain")
+    assert refused.status_code == 415
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (await post(good, "application/json")).status_code == 202
+    invalid = await post(bad, "application/json")
+    assert invalid.status_code == 400
+    assert invalid.json()["field"].startswith("events.0.")
+    # Many spellings of the Content-Type (more than are kept): each still judged.
+    for n in range(12):
+        spelled = f"application/json; charset=utf-8; x={n}"
+        assert (await post(good, spelled)).status_code == 202, spelled
+        assert (await post(bad, spelled)).status_code == 400, spelled
+    assert (await post(good, "application/json; charset=latin-1")).status_code == 202
+
+
+async def test_documents_and_ui_are_still_served(api: httpx.AsyncClient) -> None:
+    for base in ("/api/v1", "/api/v1/realtime-subscriptions/api/v1"):
+        document = await api.get(f"{base}/openapi.json")
+        assert document.status_code == 200
+        assert document.json()["openapi"].startswith("3.")
+        assert (await api.get(f"{base}/ui/")).status_code == 200
+        assert (await api.get(f"{base}/ui", follow_redirects=False)).status_code == 307
+        assert (await api.post(f"{base}/openapi.json")).status_code == 405
+    # A channel whose id reads like the docs' path is still a channel lookup.
+    missing = await api.get("/api/v1/realtime-subscriptions/ui")
+    assert missing.status_code in (400, 404)
+    assert missing.headers["content-type"] == "application/problem+json"
