@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -32,11 +31,15 @@ def new_channel_id() -> str:
 _SORTED_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
 #: Leading characters of an assigned event id that spell the time (ms, 45 bits: to year 3084).
 _TIME_CHARS = 9
+#: Random characters of an assigned event id: 15 of 32 digits are 75 bits.
+_RANDOM_CHARS = 15
+#: A random byte -> one of the 32 digits, by its low 5 bits (256 = 8 x 32: uniform).
+_BYTE_TO_DIGIT = bytes(ord(_SORTED_BASE32[value & 31]) for value in range(256))
 
 
 def new_event_ids(count: int, *, now_ms: int | None = None) -> list[str]:
     """`count` server-assigned event ids: `evt_` + 24 of [a-z2-7]: 9 spelling the time in
-    milliseconds, in sorting order, then 15 random ones (75 bits, all from one CSPRNG read).
+    milliseconds, in sorting order, then 15 random ones (75 bits).
 
     Time first so that new ids land at the end of the event table's primary-key index: with
     random ids every event of a batch dirtied a page of its own there, and SQLite wrote each
@@ -49,9 +52,12 @@ def new_event_ids(count: int, *, now_ms: int | None = None) -> list[str]:
     stamp = "".join(
         _SORTED_BASE32[(millis >> (5 * shift)) & 31] for shift in range(_TIME_CHARS - 1, -1, -1)
     )
-    # 15 random characters are 75 bits: 10 bytes give 16 base32 characters, one dropped.
-    text = base64.b32encode(secrets.token_bytes(10 * count)).decode("ascii").lower()
-    return ["evt_" + stamp + text[i * 16 : i * 16 + 15] for i in range(count)]
+    # One CSPRNG read, a byte per random character spelt by bytes.translate (C speed:
+    # base64.b32encode is pure Python in 3.11, 2% of the event loop's time at 5,000 events/s).
+    text = secrets.token_bytes(_RANDOM_CHARS * count).translate(_BYTE_TO_DIGIT).decode("ascii")
+    return [
+        "evt_" + stamp + text[i * _RANDOM_CHARS : (i + 1) * _RANDOM_CHARS] for i in range(count)
+    ]
 
 
 def new_token() -> str:

@@ -73,8 +73,14 @@ class Recorded:
         return int(self.event.channel_count)
 
 
+#: json.dumps with these options builds an encoder per call: built once here (same output).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _fingerprint(submitted: Mapping[str, Any]) -> str:
-    canonical = json.dumps(submitted, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode(submitted)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -90,16 +96,12 @@ def _parse_time(value: str, field: str) -> datetime:
 
 def _data_json(data: Any, field: str, max_data_bytes: int) -> str:
     """`data` as stored (compact ASCII JSON), or InvalidInput if its UTF-8 JSON is too big."""
-    text = json.dumps(data, separators=(",", ":"))
+    text = _COMPACT.encode(data)
     # Without \u escapes the ASCII text is the UTF-8 text: its length is the size.
     size = (
         len(text)
         if "\\u" not in text
-        else len(
-            json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(
-                "utf-8", "surrogatepass"
-            )
-        )
+        else len(_COMPACT_UTF8.encode(data).encode("utf-8", "surrogatepass"))
     )
     if size > max_data_bytes:
         raise InvalidInput(
