@@ -52,22 +52,32 @@ async def placed(channel: Channel) -> list[tuple[int, str]]:
 
 @pytest.mark.sqlite
 async def test_times_are_stored_as_tortoise_itself_stores_them() -> None:
-    # Ingestion binds the batch's time as text it converted once (ingest._sqlite_value).
+    # Ingestion binds each distinct time of a batch as text it converted once
+    # (ingest._sqlite_value): the batch's own time, and occurred_at (the batch's time when
+    # the publisher gives none).
     owner = await user_channel()
-    (outcome,) = await record(claim_event(event_id="e1"))
+    outcomes = await record(
+        claim_event(event_id="e1"),
+        claim_event(event_id="e2", occurred_at="2026-01-02T03:04:05.678+02:00"),
+        batch=True,
+    )
     connection = Tortoise.get_connection("default")
 
     async def stored() -> list[Any]:
         _, rows = await connection.execute_query(
-            "SELECT e.recorded_at, ce.recorded_at FROM claim_event e "
-            "JOIN channel_event ce ON ce.event_id = e.event_id WHERE e.event_id = 'e1'"
+            "SELECT e.event_id, e.occurred_at, e.recorded_at, ce.recorded_at FROM claim_event e "
+            "JOIN channel_event ce ON ce.event_id = e.event_id ORDER BY e.event_id"
         )
         return [tuple(row) for row in rows]
 
     written = await stored()
-    moment = outcome.event.recorded_at
-    await ClaimEvent.filter(event_id="e1").update(recorded_at=moment)
-    await ChannelEvent.filter(channel_id=owner.id).update(recorded_at=moment)
+    assert len(written) == 2 and written[0][1] == written[0][2] != written[1][1]
+    for outcome in outcomes:
+        event = outcome.event
+        await ClaimEvent.filter(event_id=event.event_id).update(
+            occurred_at=event.occurred_at, recorded_at=event.recorded_at
+        )
+    await ChannelEvent.filter(channel_id=owner.id).update(recorded_at=outcomes[0].event.recorded_at)
     assert await stored() == written
 
 
