@@ -29,3 +29,15 @@ from models.clock import rfc3339
 )
 def test_rfc3339(moment: datetime, text: str) -> None:
     assert rfc3339(moment) == text
+
+
+def test_rfc3339_remembers_texts_without_mixing_them_up() -> None:
+    # rfc3339 keeps recent texts (a batch's events share one time): more times than it
+    # keeps, each asked twice, each still gets its own text.
+    base = datetime(2026, 3, 26, 8, 0, tzinfo=UTC)
+    moments = [base + timedelta(milliseconds=i) for i in range(3000)]
+    expected = [f"2026-03-26T08:00:{i // 1000:02d}.{i % 1000:03d}Z" for i in range(3000)]
+    assert [rfc3339(moment) for moment in moments] == expected
+    assert [rfc3339(moment) for moment in reversed(moments)] == expected[::-1]
+    # The same instant given in another offset is the same text.
+    assert rfc3339(base.astimezone(timezone(timedelta(hours=-5)))) == expected[0]
