@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,9 +188,22 @@ class Fanout:
 
     def deliver(self, channel_id: str, entries: Entries) -> None:
         """Write newly recorded events of a channel to its local sockets."""
+        self.deliver_all({channel_id: entries})
+
+    def deliver_all(self, per_channel: Mapping[str, Entries]) -> None:
+        """`deliver` for several channels, counted once (a metric update takes a lock: one
+        per channel was ~1% of the event loop on the user workload, one event per channel)."""
+        written = 0
+        for channel_id, entries in per_channel.items():
+            written += self._deliver(channel_id, entries)
+        if written:
+            metrics.DELIVERIES.inc(written)
+
+    def _deliver(self, channel_id: str, entries: Entries) -> int:
+        """Write what the channel's local sockets have not had yet; answer how many written."""
         subs = self._channels.get(channel_id)
         if not subs or not entries:
-            return
+            return 0
         self._head[channel_id] = max(self._head.get(channel_id, 0), entries[-1][0])
         written = 0  # counted here, reported once: no metrics call per socket
         for sub in list(subs.values()):
@@ -207,8 +220,7 @@ class Fanout:
                 sub.cursor = sequence
                 written += 1
             self.note_positions(channel_id, delivered=sub.cursor)
-        if written:
-            metrics.DELIVERIES.inc(written)
+        return written
 
     def write_message(self, channel_id: str, text: str) -> None:
         """Write one non-event message (e.g. `channel_closed`) to every local socket."""

@@ -185,8 +185,7 @@ class Hub:
                     per_channel.setdefault(placement.channel_id, []).append(
                         (placement.sequence, packet)
                     )
-        for channel_id, entries in per_channel.items():
-            self.fanout.deliver(channel_id, entries)
+        self.fanout.deliver_all(per_channel)
         if per_channel:
             metrics.DELIVERY_LATENCY.observe(time.perf_counter() - committed_at)
         if self.broker.distributed:
@@ -207,14 +206,15 @@ class Hub:
             notice = closed_notice(channel_id, closed_at)
             asyncio.get_running_loop().create_task(self.fanout.close(channel_id, notice))
         prepared: dict[int, PreparedEvent] = {}  # each event serialised once
+        per_channel: dict[str, Entries] = {}
         for channel_id, pairs in relayed.channels.items():
             if self.fanout.has_subscribers(channel_id):
-                entries = []
+                entries = per_channel[channel_id] = []
                 for sequence, index in pairs:
                     if index not in prepared:
                         prepared[index] = prepare(relayed.events[index])
                     entries.append((sequence, event_packet(channel_id, sequence, prepared[index])))
-                self.fanout.deliver(channel_id, entries)
+        self.fanout.deliver_all(per_channel)
 
     async def _read_history(self, channel_id: str, after: int, limit: int) -> Entries:
         rows = await history.read_after(channel_id, after, limit, self.retention)
