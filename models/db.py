@@ -181,7 +181,12 @@ def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
 # Bulk writes as few, large statements rather than executemany: sqlite3's executemany
 # takes the GIL back for every row, and under load each handoff from the busy event loop
 # thread waits out the interpreter's switch interval (measured: 2,000 placements took up to
-# 175 ms). One statement binds its parameters, then runs without the GIL.
+# 175 ms). One statement binds its parameters, then runs without the GIL. The same holds
+# per statement: with the event loop thread kept busy, each statement of a 50-event
+# ingestion waited ~2 ms for the GIL (a worker thread against a busy main thread), so on
+# SQLite a batch is padded to one statement per table (see insert_statements) rather than
+# split into up to ten of exact power-of-two sizes. PostgreSQL keeps exact sizes: it infers
+# a parameter's type from an INSERT's target column, not through a padded SELECT.
 #: Bound parameters per statement: SQLite allows 32,766, PostgreSQL 32,767.
 _PARAMETERS_PER_STATEMENT = 30_000
 
@@ -189,8 +194,11 @@ _PARAMETERS_PER_STATEMENT = 30_000
 Statement = tuple[str, list[Any]]
 
 
-def chunk_sizes(count: int, largest: int) -> list[int]:
-    """`count` as a sum of powers of two no larger than `largest`, largest first.
+def chunk_sizes(count: int, largest: int, *, pad: bool = False) -> list[int]:
+    """Statement sizes (in rows) for `count` rows: powers of two no larger than `largest`,
+    largest first, adding up to `count`; with `pad`, what is left after the full chunks is
+    one statement rounded up to a power of two (the caller pads its rows, see
+    insert_statements).
 
     Statements are built for that many rows: a handful of distinct SQL texts, each
     prepared once and then found in the connection's statement cache. A text per batch
@@ -200,8 +208,10 @@ def chunk_sizes(count: int, largest: int) -> list[int]:
     sizes = []
     while count > 0:
         size = min(top, 1 << (count.bit_length() - 1))
+        if pad and size < count < top:
+            size = 1 << count.bit_length()  # the rest, in one padded statement
         sizes.append(size)
-        count -= size
+        count -= min(size, count)
     return sizes
 
 
@@ -217,17 +227,30 @@ def padded(values: Sequence[Any]) -> list[Any]:
 
 
 def insert_statements(
-    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    dialect: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> list[Statement]:
-    """INSERT many rows in a few statements of cacheable sizes (see chunk_sizes)."""
+    """INSERT many rows in a few statements of cacheable sizes (see chunk_sizes).
+
+    On SQLite the rows after the last full chunk go in one statement, padded with rows of
+    NULLs that its `WHERE column1 IS NOT NULL` leaves out: the first column of a row must
+    never be NULL."""
+    pad = dialect == "sqlite"
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
+    into = f"INSERT INTO {table} ({', '.join(columns)}) "
     statements = []
     start = 0
-    for size in chunk_sizes(len(rows), _PARAMETERS_PER_STATEMENT // len(columns)):
+    for size in chunk_sizes(len(rows), _PARAMETERS_PER_STATEMENT // len(columns), pad=pad):
         chunk = rows[start : start + size]
         start += size
-        query = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * size)
-        statements.append((query, [value for row in chunk for value in row]))
+        values = "VALUES " + ", ".join([row_sql] * size)
+        parameters = [value for row in chunk for value in row]
+        if len(chunk) < size:
+            assert all(row[0] is not None for row in chunk), "the first column is the filter"
+            parameters += [None] * (len(columns) * (size - len(chunk)))
+        query = (
+            f"{into}SELECT * FROM ({values}) WHERE column1 IS NOT NULL" if pad else into + values
+        )
+        statements.append((query, parameters))
     return statements
 
 
@@ -241,8 +264,8 @@ def update_statements(
     also: Mapping[str, Any] | None = None,
 ) -> list[Statement]:
     """Set an integer `column` per row id, joining a VALUES list (statements of cacheable
-    sizes, see chunk_sizes); with `forward_only`, never lower it (NULL counts as lower than
-    anything).
+    sizes, see chunk_sizes; on SQLite padded with (NULL, NULL) pairs, which match no row);
+    with `forward_only`, never lower it (NULL counts as lower than anything).
 
     A join, not `CASE id WHEN ... END`: a CASE is evaluated arm by arm for every row, so
     writing back 1,000 channels' positions cost a million comparisons (py-spy: 6% of
@@ -253,7 +276,8 @@ def update_statements(
     assignments = ", ".join([f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))])
     statements = []
     start = 0
-    for size in chunk_sizes(len(items), (_PARAMETERS_PER_STATEMENT - len(also or {})) // 2):
+    largest = (_PARAMETERS_PER_STATEMENT - len(also or {})) // 2
+    for size in chunk_sizes(len(items), largest, pad=dialect == "sqlite"):
         chunk = items[start : start + size]
         start += size
         rows = ", ".join(["(?, CAST(? AS BIGINT))"] * size)
@@ -261,8 +285,9 @@ def update_statements(
             f"WITH v(id, value) AS (VALUES {rows}) "
             f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"
         )
-        parameters = [value for pair in chunk for value in pair] + list((also or {}).values())
-        statements.append((query, parameters))
+        parameters: list[Any] = [value for pair in chunk for value in pair]
+        parameters += [None, None] * (size - len(chunk))
+        statements.append((query, parameters + list((also or {}).values())))
     return statements
 
 

@@ -87,7 +87,13 @@ async def _drain(queue: _Queue) -> None:
 def _run_group(
     db: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]
 ) -> list[tuple[bool, Any]]:
-    """In SQLite's thread, inside the transaction: each call in a savepoint of its own."""
+    """In SQLite's thread, inside the transaction: each call in a savepoint of its own.
+
+    A call alone in its transaction needs none: if it fails, the transaction is rolled back
+    and the error reaches that call (through `_drain`), as from its savepoint. Two
+    statements fewer, and on SQLite each is a wait for the GIL under load (models.db)."""
+    if len(group) == 1:
+        return [(True, group[0][0](db))]
     outcomes: list[tuple[bool, Any]] = []
     for work, _ in group:
         db.execute("SAVEPOINT call")

@@ -19,6 +19,7 @@ from models.db import (
     insert_statements,
     padded,
     sqlite_transaction,
+    update_statements,
 )
 from models.event import ClaimEvent
 from models.presence import Node
@@ -128,10 +129,50 @@ def test_statements_come_in_few_sizes_that_add_up(count: int) -> None:
     assert sum(sizes) == count
     assert all(size & (size - 1) == 0 and size <= 2048 for size in sizes)  # powers of two
     rows = [[i, i] for i in range(count)]
-    statements = insert_statements("t", ["a", "b"], rows)
+    statements = insert_statements("postgres", "t", ["a", "b"], rows)
     assert [value for _, parameters in statements for value in parameters] == [
         value for row in rows for value in row
     ]
+
+
+@pytest.mark.parametrize(
+    ("count", "statement_count"),
+    [(1, 1), (2, 1), (3, 1), (7, 1), (50, 1), (64, 1), (300, 1), (5000, 1), (20_000, 3)],
+)
+def test_sqlite_inserts_the_rest_after_full_chunks_in_one_padded_statement(
+    count: int, statement_count: int
+) -> None:
+    """On SQLite every statement is a wait for the GIL under load: 50 rows are one
+    statement, not 32 + 16 + 2; the padding rows are left out, NULLs of real rows kept."""
+    sizes = chunk_sizes(count, largest=2727, pad=True)
+    assert all(size & (size - 1) == 0 and size <= 2048 for size in sizes)
+    assert sizes[:-1] == [2048] * (len(sizes) - 1)  # full chunks, then one for the rest
+    assert count <= sum(sizes) < 2 * count
+    rows = [[f"k{i}", None if i % 3 else i] for i in range(count)]
+    statements = insert_statements("sqlite", "t", ["a", "b"], rows)
+    assert len(statements) == statement_count  # 8,192 rows of two columns fit in one
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a TEXT NOT NULL, b INTEGER)")
+    for query, parameters in statements:
+        db.execute(query, parameters)
+    assert [list(row) for row in db.execute("SELECT a, b FROM t ORDER BY rowid")] == rows
+
+
+@pytest.mark.parametrize("count", [1, 3, 50, 300])
+def test_sqlite_updates_come_padded_with_pairs_that_match_no_row(count: int) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, head INTEGER, at TEXT)")
+    db.executemany("INSERT INTO c VALUES (?, 0, NULL)", [(f"c{i}",) for i in range(count + 5)])
+    values = {f"c{i}": i + 1 for i in range(count)}
+    statements = update_statements("sqlite", "c", "head", values, also={"at": "now"})
+    assert len(statements) == 1
+    for query, parameters in statements:
+        db.execute(query, parameters)
+    rows = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, head, at FROM c")}
+    assert rows == {
+        **{f"c{i}": (i + 1, "now") for i in range(count)},
+        **{f"c{i}": (0, None) for i in range(count, count + 5)},  # untouched
+    }
 
 
 def test_in_lists_are_padded_to_a_power_of_two_with_their_last_value() -> None:

@@ -11,6 +11,7 @@ from tortoise import Tortoise
 from models import ingest, subscriptions
 from models.channel import Channel, SubscriptionType
 from models.credentials import new_event_ids
+from models.db import sqlite_transaction
 from models.errors import EventIdConflict, InvalidInput
 from models.event import ChannelEvent, ClaimEvent
 
@@ -108,6 +109,43 @@ async def test_sequences_are_per_channel_and_gap_free() -> None:
     assert await placed(owner) == [(1, "e1"), (2, "e3")]
     await org.refresh_from_db()
     assert org.head_sequence == 3 and org.event_count == 3 and org.last_event_at is not None
+
+
+@pytest.mark.sqlite
+async def test_on_sqlite_a_batch_is_a_handful_of_statements_whatever_its_size() -> None:
+    """Each statement lets the GIL go while SQLite runs it, and under load taking it back
+    from the event loop thread waits out the switch interval: the candidates come back as
+    one row, each table is written by one statement (not one per power of two of the batch
+    size), and a transaction with one call in it needs no savepoint."""
+    owners = [await user_channel(f"usr_{i:02d}") for i in range(50)]
+    orgs = [await org_channel() for _ in range(3)]
+    statements: list[str] = []
+
+    def trace(on: bool) -> Any:
+        def install(db: Any) -> None:
+            db.set_trace_callback((lambda sql: statements.append(sql.split()[0])) if on else None)
+
+        return sqlite_transaction(install)
+
+    await trace(True)
+    statements.clear()  # the COMMIT of the transaction that installed it
+    try:
+        outcomes = await record(
+            *(claim_event(user_id=f"usr_{i:02d}", claim_id=f"clm_{i}") for i in range(50)),
+            batch=True,
+        )
+        ran = list(statements)
+    finally:
+        await trace(False)
+
+    assert ran == ["BEGIN", "SELECT", "INSERT", "INSERT", "WITH", "COMMIT"]
+    assert [outcome.channels for outcome in outcomes] == [4] * 50  # its owner and 3 orgs
+    for i, owner in enumerate(owners):
+        assert await placed(owner) == [(1, outcomes[i].event.event_id)]
+    for org in orgs:
+        assert [sequence for sequence, _ in await placed(org)] == list(range(1, 51))
+        await org.refresh_from_db()
+        assert org.head_sequence == 50
 
 
 async def test_closed_channels_and_later_channels_get_nothing() -> None:
