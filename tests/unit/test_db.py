@@ -203,7 +203,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
         "synchronous": 2,  # FULL
         "busy_timeout": 5000,
         "cache_size": -65536,
-        "wal_autocheckpoint": 4000,
+        "wal_autocheckpoint": 8000,
         "journal_size_limit": 64 * 1024 * 1024,
         "temp_store": 2,  # MEMORY
     }
