@@ -106,6 +106,9 @@ class Fanout:
         #: Connections dropped because they left `max_backlog` packets unsent.
         self.slow_consumer_drops = 0
         self._channels: dict[str, dict[str, Subscriber]] = {}
+        #: The same sockets by (Engine.IO connection, channel): how an ack frame finds its
+        #: socket without python-socketio's per-namespace lookup (see `confirm_connection`).
+        self._by_connection: dict[tuple[str, str], Subscriber] = {}
         #: Highest sequence announced per channel with local subscribers.
         self._head: dict[str, int] = {}
         #: Positions not yet written back to the database.
@@ -135,6 +138,7 @@ class Fanout:
         if sub.sid not in subs:
             metrics.CONNECTED_SOCKETS.inc()
         subs[sub.sid] = sub
+        self._by_connection[(sub.eio_sid, sub.channel_id)] = sub
         self._head[sub.channel_id] = max(self._head.get(sub.channel_id, 0), head)
         sub.catching_up = True
         sub.recovery_packet = recovery_packet
@@ -157,6 +161,8 @@ class Fanout:
         if sub is None:
             return False
         metrics.CONNECTED_SOCKETS.dec()
+        if self._by_connection.get((sub.eio_sid, channel_id)) is sub:
+            del self._by_connection[(sub.eio_sid, channel_id)]
         sub.detached = True
         if sub.task is not None and not sub.task.done():
             sub.task.cancel()
@@ -349,6 +355,18 @@ class Fanout:
         if sub is None or sequence <= 0:
             return
         self.note_positions(channel_id, confirmed=min(sequence, sub.cursor))
+
+    def confirm_connection(self, eio_sid: str, channel_id: str, sequence: int) -> bool:
+        """`confirm`, for an ack read straight off Engine.IO connection `eio_sid` (every
+        delivered event comes back as one: one dict lookup here rather than python-socketio's
+        namespace lookup, then ours). False if that connection is not attached to the
+        channel: nothing is confirmed on anyone else's behalf."""
+        sub = self._by_connection.get((eio_sid, channel_id))
+        if sub is None:
+            return False
+        if sequence > 0:
+            self.note_positions(channel_id, confirmed=min(sequence, sub.cursor))
+        return True
 
     def note_positions(
         self, channel_id: str, *, delivered: int | None = None, confirmed: int | None = None

@@ -102,6 +102,7 @@ class Hub:
             else FailureLimiter(DEFAULT_CONNECT_FAILURE_LIMIT, DEFAULT_CONNECT_FAILURE_WINDOW)
         )
         sio.on_sequence_ack = self.fanout.confirm
+        sio.on_connection_ack = self.fanout.confirm_connection
         sio.on_namespace_connected = self._on_namespace_connected
         sio.register_namespace(ChannelNamespace(self))
         self._tasks: list[asyncio.Task[None]] = []

@@ -42,6 +42,9 @@ class ChannelSocketServer(socketio.AsyncServer):
 
     #: Called as (sid, channel_id, sequence) for an ack on a channel namespace.
     on_sequence_ack: Callable[[str, str, int], None] | None = None
+    #: The same for an ack frame taken straight from the transport, called as (eio_sid,
+    #: channel_id, sequence); False when that connection is not on that channel.
+    on_connection_ack: Callable[[str, str, int], bool] | None = None
     #: Called as (sid, namespace) once a client's namespace CONNECT has been queued.
     on_namespace_connected: Callable[[str, str], None] | None = None
 
@@ -61,16 +64,15 @@ class ChannelSocketServer(socketio.AsyncServer):
         it and parse it with its general decoder (json.loads of arguments we ignore), which
         cost more than sending the event. Anything else is left to python-socketio.
         """
-        if self.on_sequence_ack is None or not frame.startswith("43/channels/"):
+        confirm = self.on_connection_ack
+        if confirm is None or not frame.startswith("43/channels/"):
             return False
         match = _CHANNEL_ACK.match(frame)
         if match is None or socket.sid in self._binary_packet:
             return False
         channel_id, sequence = match.group(1), int(match.group(2))
-        sid = self.manager.sid_from_eio_sid(socket.sid, "/channels/" + channel_id)
-        if sid is not None:
-            self.on_sequence_ack(sid, channel_id, sequence)
-        else:  # not connected to that channel: never confirm on someone else's behalf
+        if not confirm(socket.sid, channel_id, sequence):
+            # not attached to that channel: never confirm on someone else's behalf
             self.misbehaviour.note(socket.sid, "acked on %s before connecting", channel_id)
         return True
 

@@ -212,6 +212,24 @@ async def test_positions_follow_writes_and_confirmations_never_pass_them(fanout,
     assert fanout.take_positions() == {}
 
 
+async def test_an_ack_read_off_a_connection_confirms_only_its_own_socket(fanout, server, history):
+    history.commit(1, 2, 3)
+    attach(fanout, server, "a", cursor=0, head=3)
+    await settle(fanout)
+
+    assert fanout.confirm_connection("eio-a", CHANNEL, 2)
+    assert not fanout.confirm_connection("eio-b", CHANNEL, 3)  # not on this channel
+    assert not fanout.confirm_connection("eio-a", "chan_other", 3)
+    assert fanout.take_positions(CHANNEL) == {CHANNEL: (3, 2)}
+
+    assert fanout.confirm_connection("eio-a", CHANNEL, 99)  # never past what was written
+    assert fanout.take_positions(CHANNEL) == {CHANNEL: (None, 3)}
+
+    fanout.detach("a", CHANNEL)
+    assert not fanout.confirm_connection("eio-a", CHANNEL, 3)
+    assert fanout.take_positions() == {}
+
+
 async def test_detach_reports_the_last_socket_and_stops_its_replay(fanout, server, history):
     history.gate = asyncio.Event()
     history.commit(1)
