@@ -4,7 +4,8 @@ channel's delivery positions and status."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,12 +69,70 @@ async def read_after(
     )
 
 
-async def heads(channel_ids: list[str]) -> dict[str, tuple[int, datetime | None]]:
-    """(head sequence, closed_at) of each channel, in one query."""
-    if not channel_ids:
-        return {}
-    rows = await Channel.filter(id__in=channel_ids).values_list("id", "head_sequence", "closed_at")
-    return {str(cid): (int(head), closed_at) for cid, head, closed_at in rows}
+def head_sql(dialect: str, channel: str = "c") -> str:
+    """SQL for the head sequence of the channel row aliased `channel`.
+
+    A channel's head is its newest placement's sequence: history keeps every channel's
+    newest placement whatever its age (see `prune`), so that needs no column kept current
+    by every ingestion, which on SQLite cost a channel row rewritten per channel per batch
+    (models.ingest). The `head_sequence` column is kept current on PostgreSQL only (its row
+    lock serialises ingestions there); on SQLite it is a floor: the head of a channel whose
+    every placement was pruned before history kept the newest one."""
+    newest = f"(SELECT max(ce.sequence) FROM channel_event ce WHERE ce.channel_id = {channel}.id)"
+    greatest = "max" if dialect == "sqlite" else "GREATEST"
+    return f"{greatest}({channel}.head_sequence, coalesce({newest}, 0))"
+
+
+def last_event_sql(channel: str = "c") -> str:
+    """SQL for when the newest event of the channel row aliased `channel` was recorded."""
+    return (
+        "coalesce((SELECT ce.recorded_at FROM channel_event ce "
+        f"WHERE ce.channel_id = {channel}.id ORDER BY ce.sequence DESC LIMIT 1), "
+        f"{channel}.last_event_at)"
+    )
+
+
+#: Channels per query when reading heads (bound parameters stay well under any limit).
+_HEADS_CHUNK = 500
+
+
+async def heads(channel_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+    """(head sequence, closed_at) of each channel."""
+    return {cid: (head, closed) for cid, (head, _, closed) in (await _heads(channel_ids)).items()}
+
+
+async def with_current_heads(channels: Sequence[Channel]) -> None:
+    """Set each channel's `head_sequence` and `last_event_at` (as loaded, the columns may
+    lag: see `head_sql`) to what its history says."""
+    current = await _heads([channel.id for channel in channels])
+    for channel in channels:
+        if channel.id in current:  # (channels are closed, never deleted)
+            channel.head_sequence, channel.last_event_at, _ = current[channel.id]
+
+
+async def _heads(
+    channel_ids: Sequence[str],
+) -> dict[str, tuple[int, datetime | None, datetime | None]]:
+    """(head sequence, last_event_at, closed_at) of each channel that exists."""
+    connection = connections.get("default")
+    sql = connection.capabilities.dialect
+    as_time = Channel._meta.fields_map["last_event_at"].to_python_value  # a DatetimeField
+    found: dict[str, tuple[int, datetime | None, datetime | None]] = {}
+    ids = list(dict.fromkeys(channel_ids))
+    for start in range(0, len(ids), _HEADS_CHUNK):
+        chunk = ids[start : start + _HEADS_CHUNK]
+        query = sql_for(
+            connection,
+            f"SELECT c.id, {head_sql(sql)}, {last_event_sql()}, c.closed_at FROM channel c "
+            f"WHERE c.id IN ({', '.join('?' * len(chunk))})",
+        )
+        _, rows = await connection.execute_query(query, chunk)
+        for row in rows:
+            # sqlite3.Row iterates over its values; asyncpg's Record over them too, in
+            # .values() (the same as a dict's, should a driver give one).
+            cid, head, last, closed = row if isinstance(row, sqlite3.Row) else row.values()
+            found[str(cid)] = (int(head), as_time(last), as_time(closed))
+    return found
 
 
 async def save_positions(positions: Mapping[str, tuple[int | None, int | None]]) -> None:
@@ -111,11 +170,14 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
     cutoff = ChannelEvent._meta.fields_map["recorded_at"].to_db_value(
         retention.cutoff(), ChannelEvent
     )
+    # Each channel's newest placement stays, however old: it is the channel's head (see
+    # head_sql). Reads stop at the cutoff, so a client never sees it.
     expired = await _delete_in_chunks(
         connection,
         "channel_event",
         "id",
-        "SELECT id FROM channel_event WHERE recorded_at < ?",
+        "SELECT ce.id FROM channel_event ce WHERE ce.recorded_at < ? AND ce.sequence < "
+        "(SELECT max(n.sequence) FROM channel_event n WHERE n.channel_id = ce.channel_id)",
         [cutoff],
         chunk,
     )
@@ -131,13 +193,16 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
     # Driven from the channels that have more than that, each one's placements found by
     # (channel_id, sequence): joined the other way round, SQLite read the whole history's
     # index every run, with the writers waiting.
+    # (MATERIALIZED: each channel's head worked out once, not once per placement joined.)
     keep = int(retention.max_events)
+    head = head_sql(connection.capabilities.dialect)
     overflow = await _delete_in_chunks(
         connection,
         "channel_event",
         "id",
-        "SELECT ce.id FROM channel c JOIN channel_event ce ON ce.channel_id = c.id "
-        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep}",
+        f"WITH h AS MATERIALIZED (SELECT c.id, {head} AS head FROM channel c) "
+        "SELECT ce.id FROM h JOIN channel_event ce ON ce.channel_id = h.id "
+        f"WHERE h.head > {keep} AND ce.sequence <= h.head - {keep}",
         [],
         chunk,
     )

@@ -11,6 +11,7 @@ from models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, Subscription
 from models.clock import utcnow
 from models.credentials import hash_secret, new_channel_id, new_token
 from models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
+from models.history import with_current_heads
 
 #: First key of the advisory locks serialising channel creation per user (PostgreSQL):
 #: keeps them apart from any other use of advisory locks in the same database.
@@ -106,6 +107,7 @@ async def list_channels(
         query = query.filter(subscription_type=where.subscription_type)
     total = await query.count()
     rows = await query.order_by("-created_at", "-id").offset((page - 1) * limit).limit(limit)
+    await with_current_heads(rows)
     return list(rows), total
 
 
@@ -118,11 +120,13 @@ async def find_channel(channel_id: str) -> Channel:
 
 
 async def open_channel(channel_id: str) -> Channel:
-    """The channel if it is not closed: ChannelNotFound, or ChannelClosed (410) otherwise."""
+    """The channel if it is not closed, with its current head: ChannelNotFound, or
+    ChannelClosed (410) otherwise."""
     channel = await find_channel(channel_id)
     if channel.status == ChannelStatus.CLOSED:
         assert channel.closed_at is not None
         raise ChannelClosed(channel_id, channel.closed_at)
+    await with_current_heads([channel])
     return channel
 
 

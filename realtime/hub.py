@@ -252,6 +252,7 @@ class Hub:
                     "channel_closed",
                     f"Channel {channel_id} was closed at {rfc3339_or_none(channel.closed_at)}.",
                 )
+            await history.with_current_heads([channel])
             head = channel.head_sequence
             if last_sequence is not None and last_sequence > head:
                 raise Refusal(

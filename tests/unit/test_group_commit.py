@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tortoise.exceptions import IntegrityError
 
-from models import group_commit, ingest, subscriptions
+from models import group_commit, history, ingest, subscriptions
 from models.channel import SubscriptionType
 from models.group_commit import sqlite_group_transaction
 from models.presence import Node
@@ -95,4 +95,5 @@ async def test_concurrent_ingestions_number_a_channel_without_gaps() -> None:
     )
     assert sequences == list(range(1, 37))
     channel = await type(created.channel).get(id=created.channel.id)
+    await history.with_current_heads([channel])
     assert channel.head_sequence == 36

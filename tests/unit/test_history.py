@@ -32,7 +32,18 @@ async def channel_with_events(count: int) -> Channel:
     if events:
         await ingest.record_events(events, max_data_bytes=1024, batch=True)
     await created.channel.refresh_from_db()
+    await history.with_current_heads([created.channel])
     return created.channel
+
+
+async def record_one(channel: Channel) -> int:
+    """Record one event for `channel`'s user; answer its sequence there."""
+    event = {"event_type": "comment_added", "claim_id": "c", "organisation_id": "o"}
+    (outcome,) = await ingest.record_events(
+        [{**event, "user_id": channel.user_id}], max_data_bytes=1024, batch=False
+    )
+    (placement,) = outcome.placements
+    return placement.sequence
 
 
 async def test_reads_kept_events_after_a_sequence_in_order() -> None:
@@ -82,6 +93,59 @@ async def test_prune_deletes_a_backlog_in_chunks_until_none_is_left() -> None:
     assert sorted(remaining) == [22, 23, 24, 25]
     assert await ClaimEvent.filter(recorded_at__lt=channel.created_at).count() == 0
     assert await ClaimEvent.all().count() == 15
+
+
+async def test_a_channel_keeps_its_head_when_all_its_history_expires() -> None:
+    """The newest placement is the head (models.history.head_sql): pruning never takes it,
+    and the next event goes on from it rather than starting the numbering over."""
+    channel = await channel_with_events(5)
+    last_event_at = channel.last_event_at
+    old = channel.created_at - timedelta(hours=2)
+    await ChannelEvent.filter(channel_id=channel.id).update(recorded_at=old)
+    await ClaimEvent.all().update(recorded_at=old)
+
+    assert await history.prune(KEEP_ALL) == 4
+    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    assert list(remaining) == [5]  # kept, but past the cutoff: no read returns it
+    assert await history.read_after(channel.id, 0, 10, KEEP_ALL) == []
+    assert await history.first_available(channel, KEEP_ALL) == 6
+
+    reloaded = await Channel.get(id=channel.id)
+    await history.with_current_heads([reloaded])
+    assert reloaded.head_sequence == 5
+    assert reloaded.last_event_at is not None and reloaded.last_event_at < last_event_at
+    assert await record_one(channel) == 6
+
+
+async def test_the_head_column_still_counts_where_no_placement_is_left() -> None:
+    """A database pruned before history kept each channel's newest placement may hold a
+    channel whose head is only in its row: its numbering goes on from there."""
+    channel = await channel_with_events(0)
+    await Channel.filter(id=channel.id).update(head_sequence=7, last_event_at=channel.created_at)
+
+    assert await history.heads([channel.id]) == {channel.id: (7, None)}
+    await history.with_current_heads([channel])
+    assert (channel.head_sequence, channel.last_event_at) == (7, channel.created_at)
+    assert await record_one(channel) == 8
+    assert (await history.heads([channel.id]))[channel.id][0] == 8
+
+
+async def test_heads_of_many_channels_in_one_call() -> None:
+    channels = [
+        (
+            await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id=f"usr_{n}")
+        ).channel
+        for n in range(3)
+    ]
+    for n, channel in enumerate(channels):
+        for _ in range(n):
+            await record_one(channel)
+    heads = await history.heads([c.id for c in channels] + ["chan_missing"])
+    assert {cid: head for cid, (head, _) in heads.items()} == {
+        channels[0].id: 0,
+        channels[1].id: 1,
+        channels[2].id: 2,
+    }
 
 
 @pytest.mark.sqlite
