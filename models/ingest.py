@@ -81,7 +81,16 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+#: The fingerprint of an event whose id the server assigned. A submission naming that id
+#: later is never the same submission (the first named none), so it is an EventIdConflict
+#: either way; not working one out saves the canonical JSON of every such event and its
+#: hash (py-spy, user workload at 5,000 deliveries/s: 5% of the GIL's samples).
+NO_FINGERPRINT = ""
+
+
 def _fingerprint(submitted: Mapping[str, Any]) -> str:
+    if not submitted.get("event_id"):
+        return NO_FINGERPRINT
     canonical = _CANONICAL.encode(submitted)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 

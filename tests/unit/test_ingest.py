@@ -175,6 +175,21 @@ async def test_reused_event_id_with_other_content_is_a_conflict() -> None:
     assert raised.value.extensions() == {"field": "event_id"}
 
 
+async def test_an_assigned_id_named_later_is_a_conflict_whatever_the_content() -> None:
+    """An event recorded without an id keeps no fingerprint: a submission naming the id it
+    was given is not the same submission (that one named none), as before."""
+    (first,) = await record(claim_event())
+    stored = await ClaimEvent.get(event_id=first.event.event_id)
+    assert stored.fingerprint == ingest.NO_FINGERPRINT
+
+    with pytest.raises(EventIdConflict):
+        await record(claim_event(event_id=first.event.event_id))
+    named = claim_event(event_id="e1")
+    (second,) = await record(named)
+    assert (await ClaimEvent.get(event_id="e1")).fingerprint == second.event.fingerprint != ""
+    assert (await record(named))[0].duplicate
+
+
 async def test_a_batch_is_all_or_nothing() -> None:
     org = await org_channel()
     await record(claim_event(event_id="e1"))
