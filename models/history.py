@@ -72,19 +72,24 @@ async def read_after(
 def head_sql(dialect: str, channel: str = "c") -> str:
     """SQL for the head sequence of the channel row aliased `channel`.
 
-    A channel's head is its newest placement's sequence: history keeps every channel's
-    newest placement whatever its age (see `prune`), so that needs no column kept current
-    by every ingestion, which on SQLite cost a channel row rewritten per channel per batch
-    (models.ingest). The `head_sequence` column is kept current on PostgreSQL only (its row
-    lock serialises ingestions there); on SQLite it is a floor: the head of a channel whose
-    every placement was pruned before history kept the newest one."""
+    On SQLite a channel's head is its newest placement's sequence: history keeps every
+    channel's newest placement whatever its age (see `prune`), so no column needs
+    rewriting by every ingestion, which cost a channel row per channel per batch
+    (models.ingest). The `head_sequence` column still counts there as a floor: the head of
+    a channel whose every placement was pruned before history kept the newest one. On
+    PostgreSQL ingestion keeps the column current (its row lock is what serialises
+    concurrent ingestions), so the column is the head."""
+    if dialect != "sqlite":
+        return f"{channel}.head_sequence"
     newest = f"(SELECT max(ce.sequence) FROM channel_event ce WHERE ce.channel_id = {channel}.id)"
-    greatest = "max" if dialect == "sqlite" else "GREATEST"
-    return f"{greatest}({channel}.head_sequence, coalesce({newest}, 0))"
+    return f"max({channel}.head_sequence, coalesce({newest}, 0))"
 
 
-def last_event_sql(channel: str = "c") -> str:
-    """SQL for when the newest event of the channel row aliased `channel` was recorded."""
+def last_event_sql(dialect: str, channel: str = "c") -> str:
+    """SQL for when the newest event of the channel row aliased `channel` was recorded
+    (as `head_sql`: on SQLite from the newest placement, on PostgreSQL the column)."""
+    if dialect != "sqlite":
+        return f"{channel}.last_event_at"
     return (
         "coalesce((SELECT ce.recorded_at FROM channel_event ce "
         f"WHERE ce.channel_id = {channel}.id ORDER BY ce.sequence DESC LIMIT 1), "
@@ -123,7 +128,7 @@ async def _heads(
         chunk = ids[start : start + _HEADS_CHUNK]
         query = sql_for(
             connection,
-            f"SELECT c.id, {head_sql(sql)}, {last_event_sql()}, c.closed_at FROM channel c "
+            f"SELECT c.id, {head_sql(sql)}, {last_event_sql(sql)}, c.closed_at FROM channel c "
             f"WHERE c.id IN ({', '.join('?' * len(chunk))})",
         )
         _, rows = await connection.execute_query(query, chunk)
