@@ -133,8 +133,8 @@ async def _heads(
         )
         _, rows = await connection.execute_query(query, chunk)
         for row in rows:
-            # sqlite3.Row iterates over its values; asyncpg's Record over them too, in
-            # .values() (the same as a dict's, should a driver give one).
+            # A sqlite3.Row unpacks to its values; asyncpg's Record (like a dict) gives
+            # them by .values().
             cid, head, last, closed = row if isinstance(row, sqlite3.Row) else row.values()
             found[str(cid)] = (int(head), as_time(last), as_time(closed))
     return found
