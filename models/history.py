@@ -107,8 +107,11 @@ async def heads(channel_ids: Sequence[str]) -> dict[str, tuple[int, datetime | N
 
 
 async def with_current_heads(channels: Sequence[Channel]) -> None:
-    """Set each channel's `head_sequence` and `last_event_at` (as loaded, the columns may
-    lag: see `head_sql`) to what its history says."""
+    """Set the `head_sequence` and `last_event_at` of channels just loaded to what their
+    history says: on SQLite the columns may lag (see `head_sql`); on PostgreSQL they are
+    current as loaded, and nothing is read again."""
+    if not channels or connections.get("default").capabilities.dialect != "sqlite":
+        return
     current = await _heads([channel.id for channel in channels])
     for channel in channels:
         if channel.id in current:  # (channels are closed, never deleted)

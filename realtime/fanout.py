@@ -352,9 +352,8 @@ class Fanout:
     def confirm(self, sid: str, channel_id: str, sequence: int) -> None:
         """A client confirmed everything up to `sequence` (cumulative)."""
         sub = self.subscriber(sid, channel_id)
-        if sub is None or sequence <= 0:
-            return
-        self.note_positions(channel_id, confirmed=min(sequence, sub.cursor))
+        if sub is not None:
+            self._confirm(sub, sequence)
 
     def confirm_connection(self, eio_sid: str, channel_id: str, sequence: int) -> bool:
         """`confirm`, for an ack read straight off Engine.IO connection `eio_sid` (every
@@ -364,9 +363,12 @@ class Fanout:
         sub = self._by_connection.get((eio_sid, channel_id))
         if sub is None:
             return False
-        if sequence > 0:
-            self.note_positions(channel_id, confirmed=min(sequence, sub.cursor))
+        self._confirm(sub, sequence)
         return True
+
+    def _confirm(self, sub: Subscriber, sequence: int) -> None:
+        if sequence > 0:  # never past what was written to the socket
+            self.note_positions(sub.channel_id, confirmed=min(sequence, sub.cursor))
 
     def note_positions(
         self, channel_id: str, *, delivered: int | None = None, confirmed: int | None = None

@@ -124,6 +124,7 @@ async def test_the_head_column_still_counts_where_no_placement_is_left() -> None
     await Channel.filter(id=channel.id).update(head_sequence=7, last_event_at=channel.created_at)
 
     assert await history.heads([channel.id]) == {channel.id: (7, None)}
+    await channel.refresh_from_db()
     await history.with_current_heads([channel])
     assert (channel.head_sequence, channel.last_event_at) == (7, channel.created_at)
     assert await record_one(channel) == 8

@@ -107,6 +107,7 @@ async def test_sequences_are_per_channel_and_gap_free() -> None:
 
     assert await placed(org) == [(1, "e1"), (2, "e2"), (3, "e3")]
     assert await placed(owner) == [(1, "e1"), (2, "e3")]
+    await org.refresh_from_db()
     await history.with_current_heads([org])
     assert org.head_sequence == 3 and org.event_count == 3 and org.last_event_at is not None
 
@@ -145,6 +146,7 @@ async def test_on_sqlite_a_batch_is_a_handful_of_statements_whatever_its_size() 
         assert await placed(owner) == [(1, outcomes[i].event.event_id)]
     for org in orgs:
         assert [sequence for sequence, _ in await placed(org)] == list(range(1, 51))
+        await org.refresh_from_db()
         await history.with_current_heads([org])
         assert org.head_sequence == 50
 
