@@ -32,6 +32,10 @@ INGEST_TARGET_PER_S = 5_000.0
 MEMORY_TARGET_KB = 50.0
 #: Above this share of one core, a generator process may be what limits a step.
 GENERATOR_SATURATED_PCT = 90.0
+#: The publisher has fallen behind its schedule once an event waited this long for a request
+#: slot (every one busy with a batch the server had not answered): the rate would otherwise be
+#: lowered silently. A late tick of the publisher's own timer does not count (it is reported).
+PUBLISHER_BACKLOG_LIMIT_MS = 50.0
 #: Soak: server memory is "flat" if it grew less than this over the run's second half.
 SOAK_FLAT_GROWTH_PCT = 5.0
 

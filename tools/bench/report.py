@@ -18,6 +18,7 @@ from tools.bench.options import (
     MEMORY_TARGET_KB,
     P99_AT_5K_TARGET_MS,
     P99_TARGET_RATE,
+    PUBLISHER_BACKLOG_LIMIT_MS,
     REPLAY_TARGET_S,
     STORM_TARGET_S,
     THROUGHPUT_RATIO_TARGET,
@@ -528,10 +529,18 @@ def generator_notes(results: dict[str, Any]) -> list[str]:
                     f"{where}: other processes on the machine used "
                     f"{step['other_cpu_pct']:.0f}% of a core meanwhile: figures disturbed"
                 )
+            publisher = step["publisher"]
             if step["publisher_fell_behind"]:
                 notes.append(
-                    f"{where}: the publisher fell behind its schedule (oldest waiting event "
-                    f"{step['publisher']['max_backlog_ms']:.0f} ms): the server answered batches "
-                    "too slowly, or the generator was saturated"
+                    f"{where}: the publisher fell behind its schedule (an event waited "
+                    f"{publisher['max_backlog_ms']:.0f} ms for a free request slot): the server "
+                    "answered batches too slowly, or the generator was saturated"
+                )
+            lag = publisher.get("max_schedule_lag_ms", 0.0)
+            if lag > PUBLISHER_BACKLOG_LIMIT_MS:
+                notes.append(
+                    f"{where}: the publisher's own timer ran up to {lag:.0f} ms late (the "
+                    "generator's hiccup, not counted against the server; its events' latency "
+                    "is measured from when they were sent)"
                 )
     return notes

@@ -20,10 +20,10 @@ import httpx
 
 from tools.bench import procstat
 from tools.bench.node import SOAK_SUBSCRIBERS, SubscriberPool, run_publisher
-from tools.bench.options import SOAK_FLAT_GROWTH_PCT, Options
+from tools.bench.options import PUBLISHER_BACKLOG_LIMIT_MS, SOAK_FLAT_GROWTH_PCT, Options
 from tools.bench.report import Progress
 from tools.bench.servers import Channel, OurServer
-from tools.bench.sweep import PUBLISHER_BACKLOG_LIMIT_MS, workload
+from tools.bench.sweep import workload
 
 #: After the publisher stopped: how long to wait for every client to be back and complete,
 #: at most / without any progress.

@@ -15,16 +15,18 @@ from typing import Any
 
 from tools.bench import procstat
 from tools.bench.node import SubscriberPool, run_publisher
-from tools.bench.options import GENERATOR_SATURATED_PCT, P99_STEP_LIMIT_MS, Options
+from tools.bench.options import (
+    GENERATOR_SATURATED_PCT,
+    P99_STEP_LIMIT_MS,
+    PUBLISHER_BACKLOG_LIMIT_MS,
+    Options,
+)
 from tools.bench.report import Progress
 from tools.bench.servers import BenchServer, ChannelSpec
 
 #: How long to wait for stragglers after the publisher stopped, at most / without progress.
 DRAIN_LIMIT_S = 10.0
 DRAIN_STALL_S = 2.0
-#: The publisher has fallen behind its schedule once an event waited this long to be sent
-#: (every request slot busy): the rate would otherwise be lowered silently.
-PUBLISHER_BACKLOG_LIMIT_MS = 50.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""The benchmark's publisher blames the server only for what the server did.
+
+A sweep step fails as "publisher fell behind" when events wait for a request slot because
+the server has not answered the batches in flight. A late tick of the publisher's own timer
+(its process descheduled, a GC pause) is the generator's hiccup: reported apart, and the
+step's events are still measured from when they were sent. Here the publisher posts to a
+stub HTTP server that answers 202 after a chosen delay; SIGSTOP and SIGCONT freeze it the way
+a busy machine can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.helpers import ROOT
+from tests.integration.test_bench_smoke import require_node
+from tools.bench.node import PUBLISHER
+from tools.bench.options import PUBLISHER_BACKLOG_LIMIT_MS
+
+pytestmark = pytest.mark.integration
+
+
+class _Stub(ThreadingHTTPServer):
+    daemon_threads = True
+    delay_s = 0.0
+    requests = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Stub
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["content-length"]))
+        self.server.requests += 1
+        time.sleep(self.server.delay_s)
+        body = b'{"results": []}'
+        self.send_response(202)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@pytest.fixture
+def stub() -> Iterator[_Stub]:
+    server = _Stub(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _start(stub: _Stub, *, duration_s: float, max_inflight: int = 4) -> subprocess.Popen[str]:
+    require_node()
+    config = {
+        "mode": "rate",
+        "url": f"http://127.0.0.1:{stub.server_address[1]}/events/batch",
+        "keys": ["org_a", "org_b"],
+        "key_field": "organisation_id",
+        "duration_s": duration_s,
+        "rate": 400,
+        "warmup_s": 0,
+        "tick_ms": 10,
+        "max_inflight": max_inflight,
+        "backlog_limit_ms": PUBLISHER_BACKLOG_LIMIT_MS,
+    }
+    return subprocess.Popen(
+        ["node", str(PUBLISHER), json.dumps(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def test_a_server_that_answers_too_slowly_makes_it_fall_behind(stub: _Stub) -> None:
+    stub.delay_s = 0.2  # two slots, a batch every 10 ms: events queue for ~200 ms
+    result = _result(_start(stub, duration_s=1.5, max_inflight=2))
+    assert result["max_backlog_ms"] > PUBLISHER_BACKLOG_LIMIT_MS
+    assert result["kept_up"] is False
+    assert result["http_errors"] == 0
+
+
+def test_its_own_late_timer_is_reported_not_counted(stub: _Stub) -> None:
+    process = _start(stub, duration_s=2.0)
+    time.sleep(0.8)  # node started and publishing
+    os.kill(process.pid, signal.SIGSTOP)
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGCONT)
+    result = _result(process)
+    # The events due while it was stopped waited ~300 ms for its timer, none for a slot.
+    assert result["max_backlog_ms"] < PUBLISHER_BACKLOG_LIMIT_MS
+    assert result["kept_up"] is True
+    assert result["max_schedule_lag_ms"] >= 250
+    assert result["accepted"] == result["scheduled"] == 800
+    assert stub.requests > 0
