@@ -34,14 +34,25 @@ class _Stub(ThreadingHTTPServer):
     daemon_threads = True
     delay_s = 0.0
     requests = 0
+    events = 0
+    #: Requests to drop (connection closed, no answer) when they come on a kept-alive socket.
+    drops = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Stub
+    protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+    served = 0
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers["content-length"]))
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if self.served and self.server.drops:
+            self.server.drops -= 1
+            self.close_connection = True  # as a server timing out an idle socket: no answer
+            return
+        self.served += 1
         self.server.requests += 1
+        self.server.events += len(json.loads(body)["events"])
         time.sleep(self.server.delay_s)
         body = b'{"results": []}'
         self.send_response(202)
@@ -112,3 +123,14 @@ def test_its_own_late_timer_is_reported_not_counted(stub: _Stub) -> None:
     assert result["max_schedule_lag_ms"] >= 250
     assert result["accepted"] == result["scheduled"] == 800
     assert stub.requests > 0
+
+
+def test_a_socket_the_server_closed_under_a_batch_is_retried_once(stub: _Stub) -> None:
+    stub.drops = 1
+    result = _result(_start(stub, duration_s=1.0))
+    assert stub.drops == 0  # the drop happened
+    assert result["http_errors"] == 0
+    assert result["stale_socket_retries"] == 1
+    assert result["kept_up"] is True
+    # Every event reached the server once: the dropped batch was not taken, its retry was.
+    assert stub.events == result["accepted"] == result["scheduled"] == 400

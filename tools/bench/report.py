@@ -536,6 +536,12 @@ def generator_notes(results: dict[str, Any]) -> list[str]:
                     f"{publisher['max_backlog_ms']:.0f} ms for a free request slot): the server "
                     "answered batches too slowly, or the generator was saturated"
                 )
+            retries = publisher.get("stale_socket_retries", 0)
+            if retries:
+                notes.append(
+                    f"{where}: {retries} batch(es) sent again: the server had closed an idle "
+                    "kept-alive socket as the batch went out on it (no answer came back)"
+                )
             lag = publisher.get("max_schedule_lag_ms", 0.0)
             if lag > PUBLISHER_BACKLOG_LIMIT_MS:
                 notes.append(
