@@ -14,7 +14,8 @@
 // silently: it reports the longest wait of an event for a free slot (`max_backlog_ms`: the
 // server answering too slowly) and whether it kept up. How late its own timer ran is reported
 // apart (`max_schedule_lag_ms`): a tick that fires 50 ms late (this process descheduled, a GC
-// pause) is the generator's hiccup, not the server's, and is not counted as falling behind. Each event carries data {sent_at, w?, pad}: sent_at is the send time in ms
+// pause) is the generator's hiccup, not the server's, and is not counted as falling behind.
+// Each event carries data {sent_at, w?, pad}: sent_at is the send time in ms
 // (performance.timeOrigin + performance.now(), as the subscribers measure), w: 1 marks warm-up
 // events (not measured), pad brings the delivered envelope to about `envelope_bytes`.
 // ingest: `concurrency` loops each posting `batch_size` events back to back for the duration.
@@ -174,7 +175,7 @@ async function runRate() {
   const warmupMs = (config.warmup_s ?? 0) * 1000;
   const backlogLimitMs = config.backlog_limit_ms ?? 50;
   const total = Math.floor((rate * durationMs) / 1000);
-  const backlog = []; // {key, event, due}
+  const backlog = []; // {key, event, due, queued}
   let generated = 0;
   let inflight = 0;
   // Waits for a free request slot, over measured events only (warm-up absorbs start-up
