@@ -37,6 +37,7 @@ class _Stub(ThreadingHTTPServer):
     events = 0
     #: Requests to drop (connection closed, no answer) when they come on a kept-alive socket.
     drops = 0
+    sent_at: list[float]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,7 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.served += 1
         self.server.requests += 1
-        self.server.events += len(json.loads(body)["events"])
+        events = json.loads(body)["events"]
+        self.server.events += len(events)
+        self.server.sent_at.extend(event["data"]["sent_at"] for event in events)
         time.sleep(self.server.delay_s)
         body = b'{"results": []}'
         self.send_response(202)
@@ -71,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub() -> Iterator[_Stub]:
     server = _Stub(("127.0.0.1", 0), _Handler)
+    server.sent_at = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -137,3 +141,16 @@ def test_a_socket_the_server_closed_under_a_batch_is_retried_once(stub: _Stub) -
     assert result["kept_up"] is True
     # Every event reached the server once: the dropped batch was not taken, its retry was.
     assert stub.events == result["accepted"] == result["scheduled"] == 400
+
+
+def test_it_stamps_events_on_the_machines_monotonic_clock(stub: _Stub) -> None:
+    """The subscribers read the same clock: a latency is a difference of two readings of one
+    clock in two processes. The wall clock would not do: each Node process fixes its
+    `performance.timeOrigin` at start, so a wall clock slewed during a run skewed every
+    later publisher against the long-lived subscribers (negative latencies, seen once)."""
+    before_ms = time.monotonic() * 1000  # CLOCK_MONOTONIC on Linux, as Node's hrtime
+    result = _result(_start(stub, duration_s=0.5))
+    after_ms = time.monotonic() * 1000
+    assert result["accepted"] == len(stub.sent_at) == 200
+    assert all(before_ms <= sent_at <= after_ms for sent_at in stub.sent_at)
+    assert before_ms <= result["started_at"] <= result["ended_at"] <= after_ms

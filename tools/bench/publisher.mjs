@@ -15,17 +15,17 @@
 // server answering too slowly) and whether it kept up. How late its own timer ran is reported
 // apart (`max_schedule_lag_ms`): a tick that fires 50 ms late (this process descheduled, a GC
 // pause) is the generator's hiccup, not the server's, and is not counted as falling behind.
-// Each event carries data {sent_at, w?, pad}: sent_at is the send time in ms
-// (performance.timeOrigin + performance.now(), as the subscribers measure), w: 1 marks warm-up
+// Each event carries data {sent_at, w?, pad}: sent_at is the send time in ms on the
+// machine's monotonic clock (CLOCK_MONOTONIC, as the subscribers measure), w: 1 marks warm-up
 // events (not measured), pad brings the delivered envelope to about `envelope_bytes`.
 // ingest: `concurrency` loops each posting `batch_size` events back to back for the duration.
 //
 // stdout: one JSON line with the result.
 import http from "node:http";
-import { performance } from "node:perf_hooks";
 
 const config = JSON.parse(process.argv[2]);
-const now = () => performance.timeOrigin + performance.now();
+// The machine's monotonic clock in ms, the subscribers' too (see subscribers.mjs).
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 const EVENT_TYPES = ["status_changed", "claim_submitted", "claim_approved", "claim_rejected", "comment_added"];
 const keys = config.keys;
 const keyField = config.key_field ?? "organisation_id";
@@ -43,7 +43,7 @@ const SAMPLE = {
   user_id: "usr_bench_0000",
   actor_id: null,
   occurred_at: "2026-01-01T00:00:00.000Z",
-  data: { sent_at: 1767225600000.123, pad: "" },
+  data: { sent_at: 1234567890.123, pad: "" },
 };
 const padLength = Math.max(0, (config.envelope_bytes ?? 300) - JSON.stringify(SAMPLE).length);
 const PAD = "x".repeat(padLength);

@@ -20,7 +20,6 @@
 // one array push; sorting happens only on report.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -30,8 +29,12 @@ const readyEvent = config.ready_event ?? "recovery";
 const doAck = config.ack ?? true;
 const timeoutMs = (config.timeout_s ?? 60) * 1000;
 
-// Wall clock in ms with sub-ms resolution, comparable with the publisher's `sent_at`.
-const now = () => performance.timeOrigin + performance.now();
+// The machine's monotonic clock (CLOCK_MONOTONIC on Linux) in ms, as the publisher stamps
+// `sent_at`: one clock for every process, which the wall clock is not here. Each process's
+// performance.timeOrigin is the wall clock at its start; when the wall clock was slewed
+// during a run, publishers started later disagreed with these long-lived subscribers by tens
+// of ms more at each step, and latencies came out negative.
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 const out = (kind, fields = {}) => process.stdout.write(JSON.stringify({ kind, ...fields }) + "\n");
 
 // Per channel: the highest sequence seen (sequences start at 1, so 0 = none yet).
