@@ -3,9 +3,10 @@
 A sweep step fails as "publisher fell behind" when events wait for a request slot because
 the server has not answered the batches in flight. A late tick of the publisher's own timer
 (its process descheduled, a GC pause) is the generator's hiccup: reported apart, and the
-step's events are still measured from when they were sent. Here the publisher posts to a
-stub HTTP server that answers 202 after a chosen delay; SIGSTOP and SIGCONT freeze it the way
-a busy machine can.
+step's events are still measured from when they were sent. A batch whose kept-alive socket
+the server closed under it is sent once more, counted. Times are on the machine's monotonic
+clock, which the subscribers read too. Here the publisher posts to a stub HTTP server that
+answers 202 after a chosen delay; SIGSTOP and SIGCONT freeze it the way a busy machine can.
 """
 
 from __future__ import annotations
