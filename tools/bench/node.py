@@ -200,6 +200,8 @@ def run_publisher(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
         if process.returncode != 0 or not output.strip():
             stderr.seek(0)
             message = stderr.read().decode(errors="replace")[-2000:]
