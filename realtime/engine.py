@@ -16,22 +16,31 @@ close) and only changes how the frames are waited for:
   parses them, and `DirectLine` lets a writer of the socket skip the queue and the writer
   task altogether while nothing is queued before it.
 
-Polling is untouched: it is python-engineio's code throughout.
+Long-polling is python-engineio's code, with the session rules of realtime.engine_socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import engineio
+from engineio import async_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as asgi_driver
 
+from realtime.engine_socket import (
+    CLIENT_PACKET_TYPES,
+    ChannelEngineSocket,
+    allow_payload_packets,
+    library_matches,
+    library_version,
+    refuse,
+)
+from realtime.limits import Misbehaviour
 from realtime.transport import ChannelWebSocketProtocol
 
 log = logging.getLogger(__name__)
@@ -39,9 +48,13 @@ log = logging.getLogger(__name__)
 #: Called with (engine.io socket, frame text); True when it consumed the frame.
 FrameHook = Callable[[Any, str], bool]
 
-#: How often the reader's deadline is moved forward (seconds): precision is not needed
-#: against a deadline of ping interval + ping timeout (45 s by default).
+#: How often, at most, the reader's deadline is moved forward (seconds): precision is not
+#: needed against a deadline of ping interval + ping timeout (45 s by default). Never more
+#: than a quarter of the ping timeout, or a live client's pong could arrive too late.
 _DEADLINE_STEP = 5.0
+#: Smallest packet a client sends in a long-polling POST batch (an ack is ~25 bytes): how
+#: many packets one POST may carry follows from the POST size limit.
+_SMALLEST_PACKET_BYTES = 16
 
 
 class LeanWebSocket(asgi_driver.WebSocket):
@@ -80,6 +93,27 @@ class LeanEngineServer(engineio.AsyncServer):
         if self._async.get("websocket") is asgi_driver.WebSocket:
             # A copy: the driver's table is shared by every server in the process.
             self._async = {**self._async, "websocket": LeanWebSocket}
+        #: What each connection did wrong, logged once per connection (eio sid).
+        self.misbehaviour = Misbehaviour(logging.getLogger("realtime.server"))
+        #: Sessions get ChannelEngineSocket's rules only on the release it was written for.
+        self.adopts_sockets = library_matches()
+        if self.adopts_sockets:
+            allow_payload_packets(self.max_http_buffer_size // _SMALLEST_PACKET_BYTES)
+        else:
+            log.warning(
+                "python-engineio %s is not the release realtime.engine_socket was written "
+                "for: long-polling clients get python-engineio's own handling",
+                library_version(),
+            )
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        # python-engineio builds its AsyncSocket itself, then announces the session with
+        # `connect` before reading anything from it: the one moment to adopt it.
+        if event == "connect" and self.adopts_sockets:
+            socket = self.sockets.get(args[0])
+            if type(socket) is async_socket.AsyncSocket:
+                socket.__class__ = ChannelEngineSocket
+        return await super()._trigger_event(event, *args, **kwargs)
 
     async def disconnect(self, sid: str | None = None) -> None:
         """python-engineio's, without waiting for the client to drain its queue: a polling
@@ -147,15 +181,21 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
 
         protocol.frame_hook = take
     socket.lean_line = line
+    silent = False
     try:
-        with contextlib.suppress(TimeoutError):  # the peer stopped talking, or was aborted
-            await _read(socket, ws, server)
+        await _read(socket, ws, server)
+    except TimeoutError:  # the peer stopped talking, or was aborted
+        silent = not getattr(socket, "lean_aborted", False)
+        if silent:
+            server.logger.info("%s: no frame within the heartbeat deadline", socket.sid)
     finally:
         socket.lean_line = None
         if protocol is not None:
             protocol.frame_hook = None
-        if getattr(socket, "lean_aborted", False):
-            writer.cancel()  # it may be waiting forever to send to a peer that stopped reading
+        if silent or getattr(socket, "lean_aborted", False):
+            # The peer may have stopped reading too: the writer could wait forever on a full
+            # TCP buffer, so it is cancelled and the connection closed without a goodbye.
+            writer.cancel()
         else:
             await socket.queue.put(None)  # unlock the writer so it can exit
         await asyncio.wait([writer])
@@ -199,12 +239,6 @@ class PacketTooLarge(ValueError):
     """A frame over the server's max_http_buffer_size."""
 
 
-#: What a client may send over websocket: PONG, MESSAGE, UPGRADE, CLOSE.
-_CLIENT_PACKET_TYPES = frozenset(
-    {eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE, eio_packet.CLOSE}
-)
-
-
 async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
     data: str | bytes = await ws.wait()
     if data and len(data) > server.max_http_buffer_size:
@@ -214,33 +248,27 @@ async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
     return data
 
 
-def _refuse(socket: Any, what: str, data: str | bytes | None = None) -> None:
-    """Log a protocol violation; the caller then ends the connection, so this is logged
-    once per connection however much garbage the client sends."""
-    # A short sample: enough to show the packet type, never as far as a CONNECT's token.
-    sample = "" if data is None else f" {data!r:.20}"
-    log.warning(
-        "hostile or broken client %s: sent %s%s; closing the connection", socket.sid, what, sample
-    )
-
-
 async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
+    """Frames until the peer closes, breaks the protocol, closes the session (CLOSE) or
+    sends nothing for ping interval + ping timeout (TimeoutError)."""
     loop = asyncio.get_running_loop()
     silence = server.ping_interval + server.ping_timeout
+    step = min(_DEADLINE_STEP, server.ping_timeout / 4)
     hook = getattr(server, "frame_hook", None)
-    async with asyncio.timeout(loop.time() + silence) as deadline:
+    # timeout_at: the deadline is a point on the loop's clock (asyncio.timeout takes a delay).
+    async with asyncio.timeout_at(loop.time() + silence) as deadline:
         socket.lean_deadline = deadline  # for abort_connection()
         moved = loop.time()
         while True:
             try:
                 data = await _frame(ws, server)
             except PacketTooLarge as exc:
-                _refuse(socket, str(exc))
+                refuse(socket, str(exc))
                 return
             except Exception:  # the connection went away
                 return
             now = loop.time()
-            if now - moved >= _DEADLINE_STEP and not getattr(socket, "lean_aborted", False):
+            if now - moved >= step and not getattr(socket, "lean_aborted", False):
                 deadline.reschedule(now + silence)
                 moved = now
             if hook is not None and isinstance(data, str) and hook(socket, data):
@@ -248,12 +276,10 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             try:
                 pkt = eio_packet.Packet(encoded_packet=data)
             except Exception:  # ValueError, IndexError, binascii.Error, RecursionError...
-                _refuse(socket, "an undecodable Engine.IO packet", data)
+                refuse(socket, "an undecodable Engine.IO packet", data)
                 return
-            if pkt.packet_type not in _CLIENT_PACKET_TYPES:
-                # python-engineio would ignore OPEN/PING/NOOP silently, and fail (a logged
-                # traceback, every time) on a type it has no name for.
-                _refuse(socket, f"an Engine.IO packet of type {pkt.packet_type}", data)
+            if pkt.packet_type not in CLIENT_PACKET_TYPES:
+                refuse(socket, f"an Engine.IO packet of type {pkt.packet_type}", data)
                 return
             try:
                 await socket.receive(pkt)
@@ -262,6 +288,8 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
                 return
             except Exception:
                 server.logger.exception("Unknown receive error")
+            if socket.closed:  # the client's CLOSE, or the server ended the session
+                return
 
 
 async def _write(socket: Any, ws: LeanWebSocket, line: DirectLine | None) -> None:

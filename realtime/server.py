@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -51,8 +52,35 @@ class ChannelSocketServer(socketio.AsyncServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eio.frame_hook = self._channel_ack_frame
-        #: What each connection did wrong, logged once per connection (eio sid).
-        self.misbehaviour = Misbehaviour(log)
+        #: What each connection did wrong, logged once per connection (eio sid): one
+        #: record with the Engine.IO layer's, so a connection is named once in all.
+        self.misbehaviour: Misbehaviour = self.eio.misbehaviour
+        #: Connections that have not joined a namespace yet, and when that is too late.
+        self._join_deadlines: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def join_timeout(self) -> float:
+        """How long a connection may stay without a namespace: the heartbeat's deadline,
+        like the reference server's connectTimeout (45 s by default)."""
+        return float(self.eio.ping_interval + self.eio.ping_timeout)
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        result = await super()._handle_eio_connect(eio_sid, environ)
+        loop = asyncio.get_running_loop()
+        self._join_deadlines[eio_sid] = loop.call_later(
+            self.join_timeout, lambda: loop.create_task(self._close_unjoined(eio_sid))
+        )
+        return result
+
+    async def _close_unjoined(self, eio_sid: str) -> None:
+        """An Engine.IO session that never connected to a namespace holds a socket and a
+        descriptor for nothing (a heartbeat alone keeps it alive): end it."""
+        self._join_deadlines.pop(eio_sid, None)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closing or socket.closed:
+            return
+        log.info("connection %s joined no namespace within %.0f s", eio_sid, self.join_timeout)
+        await self._end_connection(socket)
 
     def _engineio_server_class(self) -> type[LeanEngineServer]:
         return LeanEngineServer
@@ -96,20 +124,30 @@ class ChannelSocketServer(socketio.AsyncServer):
         self.misbehaviour.note(eio_sid, "sent %s; closing the connection", what)
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None:
-            await socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
-            # An aborted close sends nothing: wake the websocket writer so that it ends the
-            # connection (a polling socket's next poll just comes back empty).
-            await socket.queue.put(None)
+            await self._end_connection(socket)
+
+    async def _end_connection(self, socket: Any) -> None:
+        await socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        # An aborted close sends nothing: wake the websocket writer so that it ends the
+        # connection (a polling socket's next poll just comes back empty).
+        await socket.queue.put(None)
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
     ) -> None:
         namespace = namespace or "/"
         event = data[0] if isinstance(data, list) and data else None
-        if not isinstance(event, str) or event not in CLIENT_EVENTS:
-            # The name, or only the type of what is not one: never the arguments (a token?).
-            name = f"<{type(data).__name__}>" if event is None else repr(event)
-            self.misbehaviour.note(eio_sid, "sent an unknown event %.80s on %.80s", name, namespace)
+        if not isinstance(event, str):
+            # Not `[name, ...args]`: malformed, like any undecodable packet. Only the type
+            # is logged, never the payload (a token?).
+            await self._drop_connection(
+                eio_sid, f"an EVENT whose payload is not [name, ...] (<{type(data).__name__}>)"
+            )
+            return
+        if event not in CLIENT_EVENTS:
+            self.misbehaviour.note(
+                eio_sid, "sent an unknown event %.80r on %.80s", event, namespace
+            )
             return
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not self.manager.is_connected(sid, namespace):
@@ -120,6 +158,9 @@ class ChannelSocketServer(socketio.AsyncServer):
         await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        deadline = self._join_deadlines.pop(eio_sid, None)
+        if deadline is not None:
+            deadline.cancel()
         try:
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
@@ -131,12 +172,12 @@ class ChannelSocketServer(socketio.AsyncServer):
         await super()._handle_connect(eio_sid, namespace, data)
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if (
-            sid is not None
-            and self.on_namespace_connected is not None
-            and self.manager.is_connected(sid, namespace)
-        ):
-            self.on_namespace_connected(sid, namespace)
+        if sid is not None and self.manager.is_connected(sid, namespace):
+            deadline = self._join_deadlines.pop(eio_sid, None)
+            if deadline is not None:
+                deadline.cancel()
+            if self.on_namespace_connected is not None:
+                self.on_namespace_connected(sid, namespace)
 
     async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
         namespace = namespace or "/"
@@ -160,7 +201,10 @@ class ChannelSocketServer(socketio.AsyncServer):
 
 
 def create_socket_server(
-    *, cors_allowed_origins: list[str] | str | Callable[..., bool] | None = None
+    *,
+    cors_allowed_origins: list[str] | str | Callable[..., bool] | None = None,
+    ping_interval: float = 25.0,
+    ping_timeout: float = 20.0,
 ) -> ChannelSocketServer:
     # namespaces="*" lets clients open `/channels/<id>` namespaces created at run time; the
     # connect handler decides which exist. always_connect=False sends CONNECT only after
@@ -171,6 +215,8 @@ def create_socket_server(
         always_connect=False,
         cors_allowed_origins=cors_allowed_origins,
         max_http_buffer_size=MAX_CLIENT_PACKET_BYTES,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         logger=False,
         engineio_logger=False,
     )

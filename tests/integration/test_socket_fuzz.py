@@ -21,17 +21,18 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from realtime.client import ChannelClient, Recovery
 from tests.helpers import unique
+from tests.raw_engineio import (
+    MAX_PACKET,
+    WAIT,
+    claim_event,
+    hostile_lines,
+    logged_once,
+    raw,
+)
 from tests.server import Server
-
-WAIT = 10.0
-HOSTILE = "hostile or broken client"
-#: Engine.IO's limit on what a client may send (realtime.server.MAX_CLIENT_PACKET_BYTES).
-MAX_PACKET = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -48,109 +49,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -
         yield srv
     finally:
         srv.stop()
-
-
-# -- a raw Engine.IO websocket client ---------------------------------------------------------
-
-
-class Raw:
-    """One Engine.IO v4 websocket connection, spoken by hand."""
-
-    def __init__(self, ws: ClientConnection, sid: str) -> None:
-        self.ws = ws
-        #: The Engine.IO session id: what the server's log names the connection by.
-        self.sid = sid
-
-    async def send(self, *frames: str | bytes) -> None:
-        """Send frames; stop quietly once the server has closed the connection."""
-        for frame in frames:
-            try:
-                await self.ws.send(frame)
-            except ConnectionClosed:
-                return
-
-    async def recv(self) -> str | bytes:
-        while True:
-            frame = await asyncio.wait_for(self.ws.recv(), WAIT)
-            if frame == "2":  # the server's ping
-                await self.ws.send("3")
-                continue
-            return frame
-
-    async def until(self, prefix: str) -> str:
-        """The next text frame starting with `prefix` (others are skipped)."""
-        while True:
-            frame = await self.recv()
-            if isinstance(frame, str) and frame.startswith(prefix):
-                return frame
-
-    async def closed_by_server(self) -> None:
-        try:
-            while True:
-                await asyncio.wait_for(self.ws.recv(), WAIT)
-        except ConnectionClosed:
-            return
-        except TimeoutError:
-            pytest.fail(f"connection {self.sid} is still open")
-
-    async def join(self, channel: dict[str, Any], **auth: Any) -> None:
-        """CONNECT to the channel's namespace with its token; wait for the recovery."""
-        namespace = f"/channels/{channel['channel_id']}"
-        payload = json.dumps({"token": channel["channel_token"], **auth})
-        await self.send(f"40{namespace},{payload}")
-        frame = await self.until("4")
-        while not frame.startswith((f"40{namespace},", f"44{namespace},")):
-            frame = await self.until("4")
-        assert frame.startswith(f"40{namespace},"), frame
-        await self.until(f'42{namespace},["recovery",')
-
-    async def refusal(self, namespace: str, auth: str | None) -> str:
-        """CONNECT with `auth` (raw JSON text, or none); the refusal's code."""
-        await self.send(f"40{namespace}," + (auth or "") if auth is not None else f"40{namespace}")
-        frame = await self.until("44")
-        body = json.loads(frame[frame.index("{") :])
-        return str(body["data"]["code"])
-
-    async def alive(self, probe: dict[str, Any]) -> None:
-        """Still served: a CONNECT to a real channel on this connection is accepted."""
-        await self.join(probe)
-
-
-@contextlib.asynccontextmanager
-async def raw(server: Server) -> AsyncIterator[Raw]:
-    url = server.base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-    async with connect(url, max_size=None, compression=None, open_timeout=WAIT) as ws:
-        opened = await asyncio.wait_for(ws.recv(), WAIT)
-        assert isinstance(opened, str) and opened.startswith("0"), opened
-        yield Raw(ws, json.loads(opened[1:])["sid"])
-
-
-def hostile_lines(server: Server, sid: str) -> list[str]:
-    return [
-        line
-        for line in server.log_path.read_text(errors="replace").splitlines()
-        if HOSTILE in line and sid in line
-    ]
-
-
-async def logged_once(server: Server, sid: str) -> None:
-    """The server logged this connection's misbehaviour, exactly once."""
-    deadline = time.monotonic() + WAIT
-    while not hostile_lines(server, sid):
-        assert time.monotonic() < deadline, f"nothing logged about {sid}"
-        await asyncio.sleep(0.05)
-    lines = hostile_lines(server, sid)
-    assert len(lines) == 1, lines
-
-
-def claim_event(user: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "event_type": "status_changed",
-        "claim_id": unique("clm"),
-        "organisation_id": unique("org"),
-        "user_id": user,
-        **overrides,
-    }
 
 
 async def next_event(client: ChannelClient) -> dict[str, Any]:
@@ -341,14 +239,10 @@ UNKNOWN_EVENTS = [
     '["recovery",{}]',
     '["__class__"]',
     '["_trigger_event"]',
-    "[]",
-    "[5]",
-    "[null]",
-    '[["ack"]]',
-    '{"a":1}',
-    '"ack"',
-    "",
 ]
+
+#: EVENT payloads that are not `[name, ...args]`: malformed, like any undecodable packet.
+MALFORMED_EVENTS = ["[]", "[5]", "[null]", '[["ack"]]', '{"a":1}', "{}", '"ack"', "5", ""]
 
 MALFORMED_ACK_EVENTS = [
     '["ack"]',
@@ -385,6 +279,20 @@ async def test_unknown_events_and_malformed_acks_are_ignored_and_logged_once(
             published = await server.publish(**claim_event(user))
             frame = await conn.until(f"42{ns},")
             assert published["event_id"] in frame and '"sequence":1' in frame
+        await logged_once(server, conn.sid)
+
+
+@pytest.mark.parametrize("body", MALFORMED_EVENTS)
+async def test_an_event_that_is_not_a_named_array_closes_the_connection(
+    server: Server, body: str
+) -> None:
+    async with bystander(server):
+        channel = await server.subscribe("user", user_id=unique("usr"))
+        ns = f"/channels/{channel['channel_id']}"
+        async with raw(server) as conn:
+            await conn.join(channel)
+            await conn.send(*[f"42{ns},{body}"] * 5)
+            await conn.closed_by_server()
         await logged_once(server, conn.sid)
 
 
@@ -451,6 +359,58 @@ async def test_a_polling_post_over_the_engineio_limit_ends_the_session(server: S
                 "/socket.io/", params={"EIO": "4", "transport": "polling", "sid": sid}
             )
             assert again.status_code == 400, again.text  # the session is gone
+
+
+POLLING_GARBAGE = [
+    pytest.param(b"x", id="not-a-packet-type"),
+    pytest.param(b"3\x1e9", id="unknown-type-after-a-pong"),
+    pytest.param(b"0", id="open-from-client"),
+    pytest.param(b"2", id="ping-from-client"),
+    pytest.param(b"6", id="noop-from-client"),
+    pytest.param(b"\xff\xfe4", id="not-utf-8"),
+    pytest.param(b"bA", id="bad-base64"),
+    pytest.param(b"d=%ZZ", id="broken-jsonp-form"),
+]
+
+
+async def open_polling_session(http: httpx.AsyncClient) -> str:
+    opened = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+    assert opened.status_code == 200, opened.text
+    return str(json.loads(opened.text[1:])["sid"])
+
+
+@pytest.mark.parametrize("body", POLLING_GARBAGE)
+async def test_garbage_over_long_polling_ends_the_session_and_is_logged_once(
+    server: Server, body: bytes
+) -> None:
+    async with bystander(server):
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=WAIT) as http:
+            sid = await open_polling_session(http)
+            query = {"EIO": "4", "transport": "polling", "sid": sid}
+            response = await http.post("/socket.io/", params=query, content=body)
+            assert response.status_code == 400, response.text
+            again = await http.get("/socket.io/", params=query)
+            assert again.status_code == 400, again.text  # the session is gone
+        await logged_once(server, sid)
+    assert "Traceback" not in server.log_path.read_text(errors="replace")
+
+
+async def test_a_long_polling_post_may_carry_a_thousand_acks(server: Server) -> None:
+    """A polling client sends every ack it owes in one POST: python-engineio's own cap (16
+    packets) would have made an honest client's batch look like garbage."""
+    async with bystander(server):
+        channel = await server.subscribe("user", user_id=unique("usr"))
+        ns = f"/channels/{channel['channel_id']}"
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=WAIT) as http:
+            sid = await open_polling_session(http)
+            query = {"EIO": "4", "transport": "polling", "sid": sid}
+            joined = f"40{ns}," + json.dumps({"token": channel["channel_token"]})
+            assert (await http.post("/socket.io/", params=query, content=joined)).status_code == 200
+            acks = "\x1e".join(f"43{ns},{n}[]" for n in range(1, 1001))
+            response = await http.post("/socket.io/", params=query, content=acks)
+            assert response.status_code == 200, response.text
+            poll = await http.get("/socket.io/", params=query)
+            assert poll.status_code == 200 and f"40{ns}," in poll.text, poll.text
 
 
 # -- connect attempts with bad tokens, per address ---------------------------------------------

@@ -1,0 +1,97 @@
+"""python-engineio's session socket, holding long-polling clients to the rules websocket
+clients are held to.
+
+python-engineio 4.15 answers a long-polling POST whose body is not an Engine.IO payload with
+200 (and a logged traceback) and keeps the session; it ignores a CLOSE from the client until
+the pending long-poll times out (30 s or more for a polling-only client to disconnect); and
+Payload's cap of 16 packets per POST turns an honest client's batch of acks into that same
+error. Here a broken payload, or a packet type no client sends, ends the session with a 400
+and one warning; a CLOSE answers the pending poll at once, as the reference server does.
+docs/protocol.md says what the upstream fixes would be.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from engineio import async_socket
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+
+#: The python-engineio release this module was written against (major, minor): with any
+#: other, sessions keep python-engineio's own socket (engine.LeanEngineServer checks).
+WRITTEN_FOR = (4, 15)
+
+#: What a client may send: PONG, MESSAGE, UPGRADE, CLOSE (a server never receives OPEN, PING
+#: or NOOP; python-engineio ignores some of those and fails with a traceback on unknown ones).
+CLIENT_PACKET_TYPES = frozenset(
+    {eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE, eio_packet.CLOSE}
+)
+
+
+def library_version() -> str:
+    try:
+        return metadata.version("python-engineio")
+    except metadata.PackageNotFoundError:  # vendored or renamed: not the release we know
+        return "unknown"
+
+
+def library_matches() -> bool:
+    """True when the installed python-engineio is the release this module was written for."""
+    try:
+        major, minor = (int(part) for part in library_version().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) == WRITTEN_FOR
+
+
+def allow_payload_packets(count: int) -> None:
+    """Let one long-polling POST carry up to `count` packets. A polling client sends every
+    ack it owes in one POST (an event each), and python-engineio refuses more than 16 as
+    `Too many packets in payload`. `Payload.max_decode_packets` is the library's own knob
+    for this (process-wide, as its maintainer advises); the POST body limit still bounds
+    the work per request."""
+    if eio_payload.Payload.max_decode_packets < count:
+        eio_payload.Payload.max_decode_packets = count
+
+
+class BrokenClient(eio_exceptions.EngineIOError):
+    """The client broke the protocol: python-engineio answers 400 and ends the session."""
+
+
+def refuse(socket: Any, what: str, data: str | bytes | None = None) -> None:
+    """Note a protocol violation (logged once per connection, with the server's other
+    notes about it); the caller then ends the connection."""
+    # A short sample: enough to show the packet type, never as far as a CONNECT's token.
+    sample = "" if data is None else f" {data!r:.20}"
+    socket.server.misbehaviour.note(socket.sid, "sent %s%s; closing the connection", what, sample)
+
+
+class ChannelEngineSocket(async_socket.AsyncSocket):
+    """python-engineio's AsyncSocket with the rules above; adopted by the server as each
+    session opens (engine.LeanEngineServer)."""
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        try:
+            await super().handle_post_request(environ)
+        except eio_exceptions.EngineIOError:
+            raise  # python-engineio's own refusals (too long, closed): a 400 already
+        except Exception as exc:  # undecodable: ValueError, UnicodeDecodeError, KeyError...
+            refuse(self, f"an undecodable long-polling payload ({type(exc).__name__})")
+            raise BrokenClient from exc
+
+    async def receive(self, pkt: eio_packet.Packet) -> None:
+        if self.closing or self.closed:
+            return  # the rest of a POST whose earlier packet ended the session
+        if pkt.packet_type not in CLIENT_PACKET_TYPES:
+            refuse(self, f"an Engine.IO packet of type {pkt.packet_type}", pkt.encode())
+            raise BrokenClient
+        await super().receive(pkt)
+        if pkt.packet_type == eio_packet.CLOSE and not self.upgraded:
+            # python-engineio's close() sends nothing to a client that closed: answer the
+            # pending long-poll now (with a NOOP, like the reference server), not at its
+            # timeout. None then ends any later poll, which python-engineio answers 400.
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+            self.queue.put_nowait(None)
