@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import Protocol, State
@@ -42,6 +43,12 @@ TextHook = Callable[[str], bool]
 class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Set by the Engine.IO transport while it serves this connection.
     frame_hook: TextHook | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # At DEBUG websockets logs every frame, abridged to its head and tail: a Socket.IO
+        # CONNECT's tail is its channel token, and events carry claim data. Never logged.
+        self.conn.debug = False
 
     def data_received(self, data: bytes) -> None:
         """Whole, short, final, masked text frames at the front of `data` go straight to
