@@ -17,6 +17,19 @@ DEFAULT_DATA_DIR = Path("data")
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 #: Below this, a single event with 16 KiB of `data` might not fit.
 MIN_REQUEST_BYTES = 64 * 1024
+#: A request's line and headers together, and how many headers: browsers send well under
+#: 8 KiB and 30 headers; the bound keeps one request from holding megabytes before the app.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+MIN_HEADER_BYTES = 8 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100
+MIN_HEADER_COUNT = 16
+#: Engine.IO's heartbeat (python-engineio's and the reference server's defaults).
+DEFAULT_PING_INTERVAL = 25.0
+DEFAULT_PING_TIMEOUT = 20.0
+#: Below this a heartbeat is more traffic than signal, and timers lose precision.
+MIN_PING_SECONDS = 1.0
+#: The publisher key is a bearer secret like JWT_SECRET: at least as long (RFC 7518 3.2).
+MIN_PUBLISHER_KEY_BYTES = 32
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -32,7 +45,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+def _duration(
+    env: Mapping[str, str], name: str, default: float, minimum: float | None = None
+) -> float:
     """Seconds, or a number with a unit suffix: `90s`, `15m`, `12h`, `7d`."""
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -46,6 +61,8 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a duration like 3600, 15m or 7d, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g} seconds, got {raw!r}")
     return value
 
 
@@ -75,12 +92,23 @@ class Settings:
     #: batch: 500 events of up to 16 KiB `data` plus ids (~8.5 MiB as compact JSON); 16 MiB
     #: leaves room for whitespace and \u-escaped non-ASCII text in `data`.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: A request's line and headers, in bytes, and its number of headers (431 beyond).
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    #: Engine.IO heartbeat: the server pings every `ping_interval` seconds and closes a
+    #: connection that has not answered within `ping_timeout` more.
+    ping_interval_seconds: float = DEFAULT_PING_INTERVAL
+    ping_timeout_seconds: float = DEFAULT_PING_TIMEOUT
     #: Most active (not closed) channels one `user_id` may have; 0: no limit.
     max_channels_per_user: int = 100
     #: Connect attempts with bad credentials per client address within the window, after
     #: which that address is refused (`rate_limited`) until they age out; 0: no limit.
     connect_failure_limit: int = 20
     connect_failure_window_seconds: float = 60.0
+    #: Requests with a wrong `X-Publisher-Key` per client address within the window, after
+    #: which that address gets 429 until they age out; 0: no limit.
+    publisher_key_failure_limit: int = 20
+    publisher_key_failure_window_seconds: float = 60.0
     #: How often confirmed/delivered positions are written back, and history pruned.
     flush_interval_seconds: float = 0.5
     prune_interval_seconds: float = 60.0
@@ -125,7 +153,7 @@ class Settings:
             public_url=public_url,
             log_level=env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
             data_dir=data_dir,
-            publisher_key=env.get("PUBLISHER_KEY", "").strip() or None,
+            publisher_key=_publisher_key(env),
             history_max_events=_int(env, "HISTORY_MAX_EVENTS", 10_000, minimum=1),
             history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
             node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
@@ -133,9 +161,25 @@ class Settings:
             max_request_bytes=_int(
                 env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=MIN_REQUEST_BYTES
             ),
+            max_header_bytes=_int(
+                env, "MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, minimum=MIN_HEADER_BYTES
+            ),
+            max_header_count=_int(
+                env, "MAX_HEADER_COUNT", DEFAULT_MAX_HEADER_COUNT, minimum=MIN_HEADER_COUNT
+            ),
+            ping_interval_seconds=_duration(
+                env, "PING_INTERVAL", DEFAULT_PING_INTERVAL, minimum=MIN_PING_SECONDS
+            ),
+            ping_timeout_seconds=_duration(
+                env, "PING_TIMEOUT", DEFAULT_PING_TIMEOUT, minimum=MIN_PING_SECONDS
+            ),
             max_channels_per_user=_int(env, "MAX_CHANNELS_PER_USER", 100),
             connect_failure_limit=_int(env, "CONNECT_FAILURE_LIMIT", 20),
             connect_failure_window_seconds=_duration(env, "CONNECT_FAILURE_WINDOW", 60.0),
+            publisher_key_failure_limit=_int(env, "PUBLISHER_KEY_FAILURE_LIMIT", 20),
+            publisher_key_failure_window_seconds=_duration(
+                env, "PUBLISHER_KEY_FAILURE_WINDOW", 60.0
+            ),
             max_socket_backlog=_int(env, "MAX_SOCKET_BACKLOG", 10_000, minimum=100),
             **_access_settings(env),
         )
@@ -152,9 +196,19 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite://{(data_dir / 'claims-realtime.sqlite3').resolve()}"
 
 
+def _publisher_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("PUBLISHER_KEY", "").strip() or None
+    if key is not None and len(key.encode()) < MIN_PUBLISHER_KEY_BYTES:
+        raise ValueError(
+            f"PUBLISHER_KEY must be at least {MIN_PUBLISHER_KEY_BYTES} bytes long, got "
+            f"{len(key.encode())} (leave it unset to have one generated)"
+        )
+    return key
+
+
 AUTH_MODES = ("public", "jwt")
 LOG_FORMATS = ("text", "json")
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 #: PyJWT warns below this for HS256 (RFC 7518 3.2: a key at least as long as the hash).
 MIN_JWT_SECRET_BYTES = 32
 
@@ -191,7 +245,7 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
     roles = _list(env, "JWT_COORDINATOR_ROLES") or ("coordinator", "admin")
     origins = _list(env, "CORS_ALLOWED_ORIGINS")
     for origin in origins:
-        if origin != "*" and not _ORIGIN.match(origin):
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
             raise ValueError(
                 "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com "
                 f"(scheme and host, no path) or *, got {origin!r}"

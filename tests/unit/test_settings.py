@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from claims_realtime.settings import Settings
+from claims_realtime.settings import MIN_PUBLISHER_KEY_BYTES, Settings
 
 
 def test_defaults_need_no_environment() -> None:
@@ -24,7 +24,7 @@ def test_every_variable_is_read() -> None:
         {
             "DATABASE_URL": "postgres://u@h:5432/d",
             "PUBLIC_URL": "https://rt.example.com/",
-            "PUBLISHER_KEY": "k",
+            "PUBLISHER_KEY": "k" * MIN_PUBLISHER_KEY_BYTES,
             "DATA_DIR": "/srv/rt",
             "HISTORY_MAX_EVENTS": "50",
             "HISTORY_TTL": "15m",
@@ -37,7 +37,7 @@ def test_every_variable_is_read() -> None:
     )
     assert settings.database_url == "postgres://u@h:5432/d"
     assert settings.public_url == "https://rt.example.com"
-    assert settings.publisher_key == "k"
+    assert settings.publisher_key == "k" * MIN_PUBLISHER_KEY_BYTES
     assert settings.data_dir == Path("/srv/rt")
     assert (settings.history_max_events, settings.history_ttl_seconds) == (50, 900)
     assert settings.log_level == "DEBUG"
@@ -70,3 +70,28 @@ def test_bad_values_are_refused_clearly(env: dict[str, str], message: str) -> No
 def test_max_socket_backlog() -> None:
     assert Settings().max_socket_backlog == 10_000
     assert Settings.from_env({"MAX_SOCKET_BACKLOG": "500"}).max_socket_backlog == 500
+
+
+def test_publisher_key_shorter_than_32_bytes_is_refused() -> None:
+    assert MIN_PUBLISHER_KEY_BYTES == 32
+    with pytest.raises(ValueError, match=r"PUBLISHER_KEY must be at least 32 bytes long, got 31"):
+        Settings.from_env({"PUBLISHER_KEY": "k" * 31})
+    # Bytes, not characters: 16 two-byte characters are 32 bytes.
+    with pytest.raises(ValueError, match=r"PUBLISHER_KEY must be at least 32 bytes long, got 30"):
+        Settings.from_env({"PUBLISHER_KEY": "é" * 15})
+
+
+def test_publisher_key_of_32_bytes_is_accepted() -> None:
+    assert Settings.from_env({"PUBLISHER_KEY": "k" * 32}).publisher_key == "k" * 32
+    assert Settings.from_env({"PUBLISHER_KEY": "é" * 16}).publisher_key == "é" * 16
+    assert Settings.from_env({}).publisher_key is None  # unset: one is generated
+
+
+def test_publisher_key_failure_limit() -> None:
+    assert Settings.from_env({}).publisher_key_failure_limit == 20
+    assert Settings.from_env({}).publisher_key_failure_window_seconds == 60
+    settings = Settings.from_env(
+        {"PUBLISHER_KEY_FAILURE_LIMIT": "0", "PUBLISHER_KEY_FAILURE_WINDOW": "2m"}
+    )
+    assert settings.publisher_key_failure_limit == 0
+    assert settings.publisher_key_failure_window_seconds == 120

@@ -29,7 +29,7 @@ from tools.bench import procstat
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PUBLISHER_KEY = "bench-publisher-key"
+PUBLISHER_KEY = "bench-publisher-key-0123456789abcdef"
 START_TIMEOUT = 60.0
 
 
