@@ -32,8 +32,9 @@ BEARER_SCHEME = "BearerAuth"
 #: Tags whose operations stay open in every mode (probes).
 OPEN_TAGS = frozenset({"health"})
 REALM = "claims-realtime"
-#: The document's ExternalId: what a user or organisation id may look like.
-_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: The document's ExternalId: what a user or organisation id may look like (the whole
+#: string: `fullmatch`, as `$` would also match before a final newline).
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 #: Clock skew tolerated on `exp`/`nbf`/`iat`, in seconds.
 LEEWAY_SECONDS = 30
 
@@ -113,7 +114,7 @@ class TokenVerifier:
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     """The caller named by verified claims; InvalidToken when `sub` or `orgs` are malformed."""
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not _EXTERNAL_ID.match(sub):
+    if not isinstance(sub, str) or not _EXTERNAL_ID.fullmatch(sub):
         raise InvalidToken("The token's 'sub' is not a valid user id.")
     orgs = claims.get("orgs", {})
     if not isinstance(orgs, dict):

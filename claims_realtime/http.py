@@ -7,6 +7,8 @@ Connexion 3.3 needs three fixes here (see ../shared/STACK-NOTES.md):
 * a custom validator map must be a MediaTypeDict copied from the default, or body
   validation is silently skipped.
 
+Both validators read the document's patterns as ECMA-262 does (claims_realtime.patterns).
+
 Valid bodies are checked by a compiled validator (fastjsonschema, ~25x faster than
 jsonschema on an ingestion batch: jsonschema was a fifth of the server's CPU on the
 one-channel-per-event workload); anything it refuses is checked again by Connexion's
@@ -38,6 +40,7 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from claims_realtime.patterns import ParameterSchemaValidator, RequestBodySchemaValidator
 from models.db import database_unavailable
 from models.errors import DomainError
 
@@ -127,8 +130,8 @@ def accepted_fast(schema: dict[str, t.Any], body: t.Any) -> bool:
     """True if `body` is certainly valid against the (request) `schema`.
 
     False means "ask jsonschema": the compiled check is at least as strict as Connexion's
-    Draft 4 request validator (nullable, readOnly and `$` at the end of a pattern it treats
-    more strictly; formats are the same functions), never more lenient.
+    Draft 4 request validator (nullable and readOnly it treats more strictly; formats are the
+    same functions; both read a pattern's `$` as `\\Z`), never more lenient.
     """
     entry = _compiled.get(id(schema))
     if entry is None or entry[0] is not schema:
@@ -181,8 +184,11 @@ class BodyValidator(JSONRequestBodyValidator):
             raise FieldProblem("body", "The request body must not be empty.")
         if accepted_fast(self._schema, body):
             return None  # what jsonschema's validate() returns for a valid body
+        validator = RequestBodySchemaValidator(
+            self._schema, format_checker=Draft4Validator.FORMAT_CHECKER
+        )
         try:
-            return t.cast("dict[str, t.Any] | None", self._validator.validate(body))
+            return t.cast("dict[str, t.Any] | None", validator.validate(body))
         except ValidationError as exc:
             field = _error_field(exc)
             raise FieldProblem(field, _short(f"{field}: {exc.message}")) from None
@@ -217,7 +223,9 @@ class ParametersValidator(ParameterValidator):
                         raise FieldProblem(name, f"Missing {location} parameter '{name}'.")
                     continue
                 schema = param.get("schema", param)
-                validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+                validator = ParameterSchemaValidator(
+                    schema, format_checker=Draft4Validator.FORMAT_CHECKER
+                )
                 error = next(iter(validator.iter_errors(_coerce(schema, value))), None)
                 if error is not None:
                     detail = f"{location} parameter '{name}': {error.message}"
@@ -254,7 +262,9 @@ def _problem_response(
 
 async def domain_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, DomainError)
-    return _problem_response(exc.status, exc.title, exc.detail, exc.extensions() or None)
+    return _problem_response(
+        exc.status, exc.title, exc.detail, exc.extensions() or None, exc.headers() or None
+    )
 
 
 async def http_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -284,13 +294,19 @@ ERROR_HANDLERS: list[tuple[type[Exception], t.Callable[..., t.Any]]] = [
 
 
 class MethodGuard:
-    """Answers 405 (with an exact `Allow`) for a method the document does not declare.
+    """Answers 405 (with an exact `Allow`) for a method the document does not declare, and
+    400 for a path parameter Starlette cannot route.
 
     Connexion 3.3 registers one Starlette route per operation, so `GET /x/organisation` is
     served by `GET /x/{channel_id}` (a 400 about channel_id) although the document only
     declares POST on that path, and a 405's `Allow` lists the methods of whichever route
     matched first. Here a request is matched against the document's paths, literal segments
     first (as OpenAPI requires), and undeclared methods never reach Connexion.
+
+    A path parameter holding a line feed (`/x/chan_1%0A`) never reaches parameter validation:
+    Starlette's mount matches the rest of the path with `.*`, which stops at a line feed (and
+    `$` then matches before it), so the request gets a bare 404. It gets the 400 naming the
+    parameter that any other malformed value gets.
     """
 
     def __init__(self, app: t.Any, spec: dict[str, t.Any], base_paths: t.Iterable[str]) -> None:
@@ -301,39 +317,66 @@ class MethodGuard:
             for template, item in spec["paths"].items():
                 methods = sorted(m.upper() for m in item if m in verbs)
                 segments = (base.rstrip("/") + template).strip("/").split("/")
-                literal = sum(1 for s in segments if not s.startswith("{"))
-                pattern = "/".join("[^/]+" if s.startswith("{") else re.escape(s) for s in segments)
-                routes.append((literal, re.compile(f"^/{pattern}/?$"), methods))
+                parameters = [s[1:-1] for s in segments if s.startswith("{")]
+                literal = len(segments) - len(parameters)
+                pattern = "/".join(
+                    "([^/]+)" if s.startswith("{") else re.escape(s) for s in segments
+                )
+                routes.append((literal, re.compile(f"/{pattern}/?"), methods, parameters))
         # Most literal segments first: `/x/organisation` beats `/x/{channel_id}`.
         self.routes = sorted(routes, key=lambda route: -route[0])
 
     async def __call__(self, scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
         if scope["type"] == "http":
-            for _, pattern, methods in self.routes:
-                if pattern.match(scope["path"]):
+            for _, pattern, methods, parameters in self.routes:
+                match = pattern.fullmatch(scope["path"])
+                if match:
                     if scope["method"] not in methods:
                         await self._method_not_allowed(scope["method"], methods, send)
                         return
+                    for name, value in zip(parameters, match.groups(), strict=True):
+                        if "\n" in value:
+                            await self._unroutable(name, value, send)
+                            return
                     break
         await self.app(scope, receive, send)
 
     @staticmethod
     async def _method_not_allowed(method: str, allowed: list[str], send: t.Any) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Method Not Allowed",
-                "status": 405,
-                "detail": f"{method} is not allowed here; allowed: {', '.join(allowed)}.",
-            }
-        ).encode()
-        headers = [
-            (b"content-type", PROBLEM_JSON.encode()),
-            (b"allow", ", ".join(allowed).encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        problem_ = {
+            "type": "about:blank",
+            "title": "Method Not Allowed",
+            "status": 405,
+            "detail": f"{method} is not allowed here; allowed: {', '.join(allowed)}.",
+        }
+        await _send_problem(send, problem_, [(b"allow", ", ".join(allowed).encode())])
+
+    @staticmethod
+    async def _unroutable(name: str, value: str, send: t.Any) -> None:
+        problem_ = {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": _short(f"path parameter '{name}': {value!r} contains a line break."),
+            "field": name,
+        }
+        await _send_problem(send, problem_)
+
+
+async def _send_problem(
+    send: t.Any, problem_: dict[str, t.Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send `problem_` as a whole `application/problem+json` response (ASGI)."""
+    body = json.dumps(problem_).encode()
+    start_headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        *(headers or []),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send(
+        {"type": "http.response.start", "status": problem_["status"], "headers": start_headers}
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:

@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
-#: What an incoming X-Request-ID may look like; anything else is replaced (log injection).
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: What an incoming X-Request-ID may look like, as a whole (`fullmatch`); anything else is
+#: replaced (log injection).
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID_HEADER = "X-Request-ID"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 #: uvicorn configures these loggers with its own handlers before our app is built.
@@ -96,7 +97,7 @@ class RequestId:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
+        request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else new_request_id()
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

@@ -19,7 +19,9 @@ from models.clock import rfc3339
 from models.event import ClaimEvent, NewEvent
 
 NAMESPACE_PREFIX = "/channels/"
-_NAMESPACE = re.compile(r"^/channels/(chan_[a-z0-9]{1,64})$")
+#: Matched against the whole namespace (`fullmatch`: `$` would also match before a final
+#: newline, and `/channels/chan_x\n` would name chan_x).
+_NAMESPACE = re.compile(r"/channels/(chan_[a-z0-9]{1,64})")
 
 #: Server -> client messages besides the five event types.
 RECOVERY = "recovery"
@@ -32,7 +34,7 @@ def namespace_of(channel_id: str) -> str:
 
 def channel_id_of(namespace: str) -> str | None:
     """The channel id named by a namespace, or None if it is not a channel namespace."""
-    match = _NAMESPACE.match(namespace)
+    match = _NAMESPACE.fullmatch(namespace)
     return match.group(1) if match else None
 
 

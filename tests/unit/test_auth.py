@@ -159,6 +159,17 @@ def test_malformed_claims_are_refused(claims: dict[str, Any]) -> None:
         principal_from_claims(claims)
 
 
+@pytest.mark.parametrize("sub", ["usr_1\n", "usr_1\r\n", " usr_1", "usr_1\n\n"])
+def test_sub_must_be_a_user_id_as_a_whole(sub: str) -> None:
+    """A `$`-anchored pattern would let "usr_1\\n" through, naming another user than usr_1."""
+    with pytest.raises(InvalidToken, match="'sub' is not a valid user id"):
+        principal_from_claims({"sub": sub})
+    with pytest.raises(InvalidToken, match="'sub' is not a valid user id"):
+        hs256().verify(make_token(sub))
+    assert principal_from_claims({"sub": "usr_1"}) == Principal("usr_1", {})
+    assert hs256().verify(make_token("usr_1")).user_id == "usr_1"
+
+
 def test_garbage_is_refused() -> None:
     with pytest.raises(InvalidToken, match="malformed"):
         hs256().verify("not-a-jwt")
