@@ -42,7 +42,7 @@ from claims_realtime.http import (
 )
 from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
-from claims_realtime.publisher_key import resolve_publisher_key
+from claims_realtime.publisher_key import publisher_key_failures, resolve_publisher_key
 from claims_realtime.settings import Settings
 from handlers.metrics import MetricsRoute
 from models.credentials import hash_secret
@@ -139,7 +139,11 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     configure_logging(settings.log_level, settings.log_format)
     # Built now, so that a bad JWT key stops start-up rather than failing every request.
     token_verifier = TokenVerifier.from_settings(settings)
-    sio = create_socket_server(cors_allowed_origins=socket_cors(settings.cors_allowed_origins))
+    sio = create_socket_server(
+        cors_allowed_origins=socket_cors(settings.cors_allowed_origins),
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
+    )
     hub = Hub(
         sio,
         Retention(max_events=settings.history_max_events, ttl_seconds=settings.history_ttl_seconds),
@@ -166,6 +170,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
                 "settings": settings,
                 "hub": hub,
                 "publisher_key_hash": publisher_key_hash,
+                "publisher_key_failures": publisher_key_failures(settings),
                 "token_verifier": token_verifier,
             }
         finally:

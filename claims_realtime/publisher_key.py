@@ -1,13 +1,23 @@
-"""The ingestion API's shared secret: PUBLISHER_KEY, or one generated once under DATA_DIR."""
+"""The ingestion API's shared secret: PUBLISHER_KEY, or one generated once under DATA_DIR;
+and the check of a presented key, with wrong keys counted per client address.
+
+Wrong keys are counted by each process on its own (unlike socket connect failures, which
+the processes relay to each other): behind N processes an address may try up to N times
+the limit per window, still a bound.
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from claims_realtime.settings import Settings
-from models.credentials import new_token
+from models.credentials import hash_secret, new_token
+from models.errors import TooManyAttempts
+from realtime.limits import FailureLimiter
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +47,39 @@ def resolve_publisher_key(settings: Settings) -> str:
                 "generated a publisher key in %s (set PUBLISHER_KEY to choose one)", path.resolve()
             )
     return path.read_text().strip()
+
+
+def publisher_key_failures(settings: Settings) -> FailureLimiter:
+    """Wrong publisher keys per client address (PUBLISHER_KEY_FAILURE_LIMIT within
+    PUBLISHER_KEY_FAILURE_WINDOW; a limit of 0 counts nothing)."""
+    return FailureLimiter(
+        settings.publisher_key_failure_limit, settings.publisher_key_failure_window_seconds
+    )
+
+
+def scope_client_address(scope: Any) -> str:
+    """The peer's address from an ASGI HTTP scope (after uvicorn's --proxy-headers, when
+    behind a trusted proxy); the port is left out: each connection has its own."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def admit_publisher_key(
+    api_key: str, key_hash: str, failures: FailureLimiter, address: str
+) -> bool:
+    """True if `api_key` is the publisher key (`key_hash` is its hash).
+
+    An address with too many recent wrong keys gets TooManyAttempts (429, Retry-After)
+    before its key is even compared, right or wrong, until those failures age out. A wrong
+    key counts against the address; a right one forgives nothing.
+    """
+    if failures.blocked(address):
+        raise TooManyAttempts(
+            "Too many requests with a wrong X-Publisher-Key from this address; "
+            "retry after the time in Retry-After.",
+            failures.retry_after(address),
+        )
+    if hmac.compare_digest(hash_secret(api_key), key_hash):
+        return True
+    failures.failed(address)
+    return False

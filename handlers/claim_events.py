@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from connexion.lifecycle import ConnexionRequest
 
+from claims_realtime.publisher_key import admit_publisher_key, scope_client_address
 from handlers import app_state
 from handlers.metrics import request_received_at
 from handlers.representations import Reply, publish_result, reply
-from models.credentials import hash_secret
 
 
 def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, Any] | None:
-    """Connexion's `x-apikeyInfoFunc`: None (-> 401) unless the key is the publisher key."""
-    expected: str = request.state.publisher_key_hash
-    if hmac.compare_digest(hash_secret(api_key), expected):
+    """Connexion's `x-apikeyInfoFunc`: None (-> 401) unless the key is the publisher key;
+    429 for an address with too many wrong keys lately."""
+    state = request.state
+    failures = state.publisher_key_failures
+    address = scope_client_address(request.scope)
+    if admit_publisher_key(api_key, state.publisher_key_hash, failures, address):
         return {"sub": "publisher"}
     return None
 

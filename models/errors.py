@@ -8,11 +8,13 @@ DomainError
 ├── EventIdConflict     409  an event_id was reused for a different event
 ├── TooManyChannels     409  the user_id has MAX_CHANNELS_PER_USER active channels already
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
+├── TooManyAttempts     429  too many wrong publisher keys from this address (Retry-After)
 └── Unavailable         503  a dependency (database, Redis) cannot be reached
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from models.clock import rfc3339
@@ -30,6 +32,10 @@ class DomainError(Exception):
 
     def extensions(self) -> dict[str, object]:
         """Extra problem members (RFC 9457 extension members)."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
         return {}
 
 
@@ -111,6 +117,19 @@ class ChannelClosed(DomainError):
 
     def extensions(self) -> dict[str, object]:
         return {"closed_at": rfc3339(self.closed_at)}
+
+
+class TooManyAttempts(DomainError):
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        #: Whole seconds, rounded up (at least 1): Retry-After takes no fractions.
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(DomainError):
