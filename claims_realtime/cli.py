@@ -68,6 +68,9 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
         log_level=settings.log_level.lower(),
         # Behind a load balancer, trust its X-Forwarded-* (set PUBLIC_URL for websocket_url).
         proxy_headers=True,
+        # httptools with a bound on each request's line and headers (MAX_HEADER_BYTES,
+        # MAX_HEADER_COUNT): 431 beyond, before they cost memory.
+        http="claims_realtime.http_protocol:HttpProtocol",
         # Socket.IO payloads are small JSON: per-message compression cost more CPU than it
         # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
         ws_per_message_deflate=False,
