@@ -95,3 +95,34 @@ def test_publisher_key_failure_limit() -> None:
     )
     assert settings.publisher_key_failure_limit == 0
     assert settings.publisher_key_failure_window_seconds == 120
+
+
+def test_heartbeat_and_header_bounds() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.ping_interval_seconds, defaults.ping_timeout_seconds) == (25, 20)
+    assert (defaults.max_header_bytes, defaults.max_header_count) == (64 * 1024, 100)
+    settings = Settings.from_env(
+        {
+            "PING_INTERVAL": "1",
+            "PING_TIMEOUT": "1.5s",
+            "MAX_HEADER_BYTES": "8192",
+            "MAX_HEADER_COUNT": "16",
+        }
+    )
+    assert (settings.ping_interval_seconds, settings.ping_timeout_seconds) == (1, 1.5)
+    assert (settings.max_header_bytes, settings.max_header_count) == (8192, 16)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PING_INTERVAL", "0.5", "PING_INTERVAL must be at least 1 seconds"),
+        ("PING_TIMEOUT", "500ms", "PING_TIMEOUT must be a duration"),
+        ("PING_TIMEOUT", "-3", "PING_TIMEOUT must be positive"),
+        ("MAX_HEADER_BYTES", "1024", "MAX_HEADER_BYTES must be >= 8192"),
+        ("MAX_HEADER_COUNT", "10", "MAX_HEADER_COUNT must be >= 16"),
+    ],
+)
+def test_heartbeat_and_header_bounds_are_validated(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({name: value})
