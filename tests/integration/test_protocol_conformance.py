@@ -56,13 +56,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -
         yield srv
 
 
-@pytest.fixture(params=["websocket", "polling"])
-async def session(request: pytest.FixtureRequest, server: Server) -> AsyncIterator[Session]:
-    """A fresh session over each transport."""
-    async with SESSIONS[request.param](server) as opened:
-        yield opened
-
-
 def assert_short_heartbeat(session: Session) -> None:
     """The server announces the heartbeat it was configured with (deadlines below use it)."""
     announced = (session.handshake["pingInterval"], session.handshake["pingTimeout"])

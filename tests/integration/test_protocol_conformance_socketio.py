@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import unique
 from tests.raw_engineio import (
-    SESSIONS,
     SHORT_HEARTBEAT,
     SHORT_PING_INTERVAL,
     SHORT_PING_TIMEOUT,
@@ -48,13 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -
         CONNECT_FAILURE_LIMIT="100000",
     ) as srv:
         yield srv
-
-
-@pytest.fixture(params=["websocket", "polling"])
-async def session(request: pytest.FixtureRequest, server: Server) -> AsyncIterator[Session]:
-    """A fresh Engine.IO session over each transport."""
-    async with SESSIONS[request.param](server) as opened:
-        yield opened
 
 
 def namespace(channel: dict[str, Any]) -> str:

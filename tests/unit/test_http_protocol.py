@@ -20,37 +20,10 @@ from uvicorn.server import ServerState
 from claims_realtime import cli, http_protocol
 from claims_realtime.http_protocol import HeadBoundedProtocol, HttpProtocol
 from claims_realtime.settings import Settings
+from tests.fake_transport import FakeTransport
 
 MAX_BYTES = 8 * 1024
 MAX_COUNT = 16
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        assert not self.closing, "written after close"
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Connection:
