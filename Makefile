@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # The fan-out benchmark (README, Benchmark); e.g. make bench BENCH_ARGS="--mode all".
 bench: $(STAMP) node_modules/.installed
-	$(BIN)/claims-realtime bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 check-contract: $(STAMP)
 	$(BIN)/python -m tools.check_contract

@@ -33,6 +33,7 @@ from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
 from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
 from claims_realtime.dispatch import ServiceApp
+from claims_realtime.handlers.metrics import MetricsRoute
 from claims_realtime.http import (
     ERROR_HANDLERS,
     BodyLimit,
@@ -42,17 +43,16 @@ from claims_realtime.http import (
 )
 from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
+from claims_realtime.models.credentials import hash_secret
+from claims_realtime.models.db import close_database, open_database
+from claims_realtime.models.history import Retention
 from claims_realtime.publisher_key import publisher_key_failures, resolve_publisher_key
+from claims_realtime.realtime.broker import create_broker
+from claims_realtime.realtime.hub import Hub
+from claims_realtime.realtime.limits import FailureLimiter
+from claims_realtime.realtime.metrics import process_exited, watch_collections
+from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.settings import Settings
-from handlers.metrics import MetricsRoute
-from models.credentials import hash_secret
-from models.db import close_database, open_database
-from models.history import Retention
-from realtime.broker import create_broker
-from realtime.hub import Hub
-from realtime.limits import FailureLimiter
-from realtime.metrics import process_exited, watch_collections
-from realtime.server import create_socket_server
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
 SPEC_FILE = "claims-realtime.yaml"

@@ -24,8 +24,8 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.security import SECURITY_HANDLERS, ApiKeySecurityHandler, BearerSecurityHandler
 
 from claims_realtime.dispatch import SignatureOnce
+from claims_realtime.models.access import Principal
 from claims_realtime.settings import Settings
-from models.access import Principal
 
 #: The OpenAPI security scheme jwt mode puts on the management API.
 BEARER_SCHEME = "BearerAuth"

@@ -75,7 +75,7 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
         # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
         ws_per_message_deflate=False,
         # uvicorn's websockets protocol with shortcuts for acks in and events out.
-        ws="realtime.transport:ChannelWebSocketProtocol",
+        ws="claims_realtime.realtime.transport:ChannelWebSocketProtocol",
         # uvicorn would buffer a websocket frame of up to 16 MiB before Engine.IO's 64 KiB
         # limit (realtime.server.MAX_CLIENT_PACKET_BYTES) sees it: close larger ones there.
         ws_max_size=WS_MAX_FRAME_BYTES,
@@ -86,7 +86,7 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from models.db import migrate
+    from claims_realtime.models.db import migrate
 
     settings = Settings.from_env()
     applied = asyncio.run(migrate(settings.database_url))
@@ -141,7 +141,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     import socketio
 
-    from realtime.client import ChannelClient, ChannelClosed, Recovery
+    from claims_realtime.realtime.client import ChannelClient, ChannelClosed, Recovery
 
     # The client's warnings (e.g. a connect retry) go to stderr as comment lines.
     logging.basicConfig(level=logging.WARNING, format="# %(message)s", stream=sys.stderr)
@@ -176,17 +176,6 @@ def _tail(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 130
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from tools.bench.cli import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
-def _bench_argv(argv: Sequence[str]) -> list[str] | None:
-    """`bench ...`: its arguments, all of them (even --help) for tools.bench to parse."""
-    return list(argv[1:]) if argv[:1] == ["bench"] else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,21 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep retrying the first connection this many seconds (default 30)",
     )
     tail.set_defaults(run=_tail)
-
-    bench = commands.add_parser(
-        "bench",
-        help="measure fan-out against a bare python-socketio server (tools.bench; --help there)",
-        add_help=False,
-    )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(run=_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if (bench_args := _bench_argv(argv)) is not None:
-        return _bench(argparse.Namespace(bench_args=bench_args))
     args = build_parser().parse_args(argv)
     return int(args.run(args))
 

@@ -40,9 +40,9 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from claims_realtime.models.db import database_unavailable
+from claims_realtime.models.errors import DomainError
 from claims_realtime.patterns import ParameterSchemaValidator, RequestBodySchemaValidator
-from models.db import database_unavailable
-from models.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ VALIDATED_BODY = "claims_realtime.validated_body"
 
 
 class SnakeCaseResolver(Resolver):
-    """`operationId: listSubscriptions` + `x-openapi-router-controller: handlers.subscriptions`
-    resolves to `handlers.subscriptions.list_subscriptions`.
+    """`operationId: listSubscriptions` + `x-openapi-router-controller:
+    claims_realtime.handlers.subscriptions` resolves to
+    `claims_realtime.handlers.subscriptions.list_subscriptions`.
 
     The document keeps the contract's camelCase operationIds (what integrators and generated
     clients see); the Python functions keep Python names. An unresolvable operation fails

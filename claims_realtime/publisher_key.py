@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from claims_realtime.models.credentials import hash_secret, new_token
+from claims_realtime.models.errors import TooManyAttempts
+from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.settings import Settings
-from models.credentials import hash_secret, new_token
-from models.errors import TooManyAttempts
-from realtime.limits import FailureLimiter
 
 log = logging.getLogger(__name__)
 

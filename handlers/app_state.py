@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, cast
 from connexion import request
 from connexion.context import context
 
-from models.access import Policy, Principal
+from claims_realtime.models.access import Policy, Principal
 
 if TYPE_CHECKING:
+    from claims_realtime.realtime.hub import Hub
     from claims_realtime.settings import Settings
-    from realtime.hub import Hub
 
 
 def hub() -> Hub:

@@ -6,10 +6,10 @@ from typing import Any
 
 from connexion.lifecycle import ConnexionRequest
 
+from claims_realtime.handlers import app_state
+from claims_realtime.handlers.metrics import request_received_at
+from claims_realtime.handlers.representations import Reply, publish_result, reply
 from claims_realtime.publisher_key import admit_publisher_key, scope_client_address
-from handlers import app_state
-from handlers.metrics import request_received_at
-from handlers.representations import Reply, publish_result, reply
 
 
 def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, Any] | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from handlers import app_state
-from handlers.representations import Reply, reply
-from models.errors import Unavailable
+from claims_realtime.handlers import app_state
+from claims_realtime.handlers.representations import Reply, reply
+from claims_realtime.models.errors import Unavailable
 
 
 async def get_liveness() -> Reply:

@@ -15,7 +15,7 @@ from typing import Any
 
 from connexion import request
 
-from realtime import metrics
+from claims_realtime.realtime import metrics
 
 log = logging.getLogger(__name__)
 

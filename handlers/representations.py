@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.responses import Response
 
-from models.channel import Channel, ChannelStatus, SubscriptionType
-from models.clock import rfc3339, rfc3339_or_none
-from models.ingest import Recorded
+from claims_realtime.models.channel import Channel, ChannelStatus, SubscriptionType
+from claims_realtime.models.clock import rfc3339, rfc3339_or_none
+from claims_realtime.models.ingest import Recorded
 
 #: What handlers return: the response itself, which Connexion sends as it is.
 Reply = Response

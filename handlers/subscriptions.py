@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers import app_state
-from handlers.representations import (
+from claims_realtime.handlers import app_state
+from claims_realtime.handlers.representations import (
     Reply,
     created_subscription,
     reply,
     subscription_detail,
     subscription_summary,
 )
-from models import access, subscriptions
-from models.channel import ChannelStatus, SubscriptionType
-from models.clock import rfc3339
+from claims_realtime.models import access, subscriptions
+from claims_realtime.models.channel import ChannelStatus, SubscriptionType
+from claims_realtime.models.clock import rfc3339
 
 
 async def list_subscriptions(

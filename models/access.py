@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
-from models.channel import Channel, SubscriptionType
-from models.errors import ChannelNotFound, Forbidden
-from models.subscriptions import ChannelFilter, find_channel
+from claims_realtime.models.channel import Channel, SubscriptionType
+from claims_realtime.models.errors import ChannelNotFound, Forbidden
+from claims_realtime.models.subscriptions import ChannelFilter, find_channel
 
 #: Roles that may own organisation channels unless configured otherwise.
 DEFAULT_COORDINATOR_ROLES: tuple[str, ...] = ("coordinator", "admin")

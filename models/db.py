@@ -26,10 +26,14 @@ from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalEr
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
-from models.errors import Unavailable
+from claims_realtime.models.errors import Unavailable
 
-MODEL_MODULES = ["models.channel", "models.event", "models.presence"]
-MIGRATIONS_MODULE = "models.migrations"
+MODEL_MODULES = [
+    "claims_realtime.models.channel",
+    "claims_realtime.models.event",
+    "claims_realtime.models.presence",
+]
+MIGRATIONS_MODULE = "claims_realtime.models.migrations"
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from models.clock import rfc3339
+from claims_realtime.models.clock import rfc3339
 
 
 class DomainError(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 from tortoise import fields
 from tortoise.models import Model
 
-from models.fields import JSONTextField
+from claims_realtime.models.fields import JSONTextField
 
 
 class ClaimEvent(Model):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from models.db import sqlite_transaction, translated_sqlite_error
+from claims_realtime.models.db import sqlite_transaction, translated_sqlite_error
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]

@@ -13,16 +13,16 @@ from typing import Any
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from models.channel import Channel
-from models.clock import utcnow
-from models.db import (
+from claims_realtime.models.channel import Channel
+from claims_realtime.models.clock import utcnow
+from claims_realtime.models.db import (
     dialect,
     execute_in_transaction,
     lock_rows_statement,
     sql_for,
     update_statements,
 )
-from models.event import ChannelEvent
+from claims_realtime.models.event import ChannelEvent
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models.channel import SubscriptionType
-from models.clock import utcnow
-from models.credentials import new_event_ids
-from models.db import (
+from claims_realtime.models.channel import SubscriptionType
+from claims_realtime.models.clock import utcnow
+from claims_realtime.models.credentials import new_event_ids
+from claims_realtime.models.db import (
     Statement,
     dialect,
     execute_all,
@@ -29,10 +29,10 @@ from models.db import (
     sql_for,
     update_statements,
 )
-from models.errors import EventIdConflict, InvalidInput
-from models.event import ClaimEvent, NewEvent
-from models.group_commit import sqlite_group_transaction
-from models.history import head_sql
+from claims_realtime.models.errors import EventIdConflict, InvalidInput
+from claims_realtime.models.event import ClaimEvent, NewEvent
+from claims_realtime.models.group_commit import sqlite_group_transaction
+from claims_realtime.models.history import head_sql
 
 _ATTEMPTS = 3
 _EVENT_COLUMNS = (

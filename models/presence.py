@@ -15,8 +15,8 @@ from tortoise.expressions import F
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.channel import Channel, ChannelStatus
-from models.clock import utcnow
+from claims_realtime.models.channel import Channel, ChannelStatus
+from claims_realtime.models.clock import utcnow
 
 
 class Node(Model):

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
-from models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, SubscriptionType
-from models.clock import utcnow
-from models.credentials import hash_secret, new_channel_id, new_token
-from models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
-from models.history import with_current_heads
+from claims_realtime.models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, SubscriptionType
+from claims_realtime.models.clock import utcnow
+from claims_realtime.models.credentials import hash_secret, new_channel_id, new_token
+from claims_realtime.models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
+from claims_realtime.models.history import with_current_heads
 
 #: First key of the advisory locks serialising channel creation per user (PostgreSQL):
 #: keeps them apart from any other use of advisory locks in the same database.

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import socketio
 
-from realtime.protocol import CHANNEL_CLOSED, RECOVERY
+from claims_realtime.realtime.protocol import CHANNEL_CLOSED, RECOVERY
 
 logger = logging.getLogger(__name__)
 

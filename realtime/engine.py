@@ -32,7 +32,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as asgi_driver
 
-from realtime.engine_socket import (
+from claims_realtime.realtime.engine_socket import (
     CLIENT_PACKET_TYPES,
     ChannelEngineSocket,
     allow_payload_packets,
@@ -40,8 +40,8 @@ from realtime.engine_socket import (
     library_version,
     refuse,
 )
-from realtime.limits import Misbehaviour
-from realtime.transport import ChannelWebSocketProtocol
+from claims_realtime.realtime.limits import Misbehaviour
+from claims_realtime.realtime.transport import ChannelWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LeanEngineServer(engineio.AsyncServer):
             # A copy: the driver's table is shared by every server in the process.
             self._async = {**self._async, "websocket": LeanWebSocket}
         #: What each connection did wrong, logged once per connection (eio sid).
-        self.misbehaviour = Misbehaviour(logging.getLogger("realtime.server"))
+        self.misbehaviour = Misbehaviour(logging.getLogger("claims_realtime.realtime.server"))
         #: Sessions get ChannelEngineSocket's rules only on the release it was written for.
         self.adopts_sockets = library_matches()
         if self.adopts_sockets:

@@ -34,8 +34,8 @@ from typing import Any
 import socketio
 from engineio import packet as eio_packet
 
-from realtime import metrics
-from realtime.engine import abort_connection
+from claims_realtime.realtime import metrics
+from claims_realtime.realtime.engine import abort_connection
 
 log = logging.getLogger(__name__)
 

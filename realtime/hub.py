@@ -19,22 +19,22 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from models import history, ingest, presence, subscriptions
-from models.channel import Channel, ChannelStatus
-from models.clock import rfc3339, rfc3339_or_none
-from models.credentials import random_id, secret_matches
-from models.db import database_reachable
-from models.history import Retention
-from realtime import metrics, relay
-from realtime.broker import Broker
-from realtime.fanout import MAX_SOCKET_BACKLOG, Entries, Fanout, Subscriber
-from realtime.limits import (
+from claims_realtime.models import history, ingest, presence, subscriptions
+from claims_realtime.models.channel import Channel, ChannelStatus
+from claims_realtime.models.clock import rfc3339, rfc3339_or_none
+from claims_realtime.models.credentials import random_id, secret_matches
+from claims_realtime.models.db import database_reachable
+from claims_realtime.models.history import Retention
+from claims_realtime.realtime import metrics, relay
+from claims_realtime.realtime.broker import Broker
+from claims_realtime.realtime.fanout import MAX_SOCKET_BACKLOG, Entries, Fanout, Subscriber
+from claims_realtime.realtime.limits import (
     DEFAULT_CONNECT_FAILURE_LIMIT,
     DEFAULT_CONNECT_FAILURE_WINDOW,
     FailureLimiter,
 )
-from realtime.namespace import ChannelNamespace
-from realtime.protocol import (
+from claims_realtime.realtime.namespace import ChannelNamespace
+from claims_realtime.realtime.protocol import (
     CHANNEL_CLOSED,
     RECOVERY,
     PreparedEvent,
@@ -46,7 +46,7 @@ from realtime.protocol import (
     prepare,
     prepare_new,
 )
-from realtime.server import ChannelSocketServer
+from claims_realtime.realtime.server import ChannelSocketServer
 
 log = logging.getLogger(__name__)
 

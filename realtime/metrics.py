@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from tortoise.functions import Count
 
-from models.channel import Channel
+from claims_realtime.models.channel import Channel
 
 #: The Prometheus text format every scrape is answered in.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

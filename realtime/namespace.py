@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
-from models.db import database_unavailable
-from realtime.limits import client_address
-from realtime.protocol import Refusal, channel_id_of
+from claims_realtime.models.db import database_unavailable
+from claims_realtime.realtime.limits import client_address
+from claims_realtime.realtime.protocol import Refusal, channel_id_of
 
 if TYPE_CHECKING:
-    from realtime.hub import Hub
+    from claims_realtime.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 

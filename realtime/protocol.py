@@ -15,8 +15,8 @@ from typing import Any
 
 from socketio import packet
 
-from models.clock import rfc3339
-from models.event import ClaimEvent, NewEvent
+from claims_realtime.models.clock import rfc3339
+from claims_realtime.models.event import ClaimEvent, NewEvent
 
 NAMESPACE_PREFIX = "/channels/"
 #: Matched against the whole namespace (`fullmatch`: `$` would also match before a final

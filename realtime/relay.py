@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from models.ingest import Recorded
-from realtime.protocol import event_body
+from claims_realtime.models.ingest import Recorded
+from claims_realtime.realtime.protocol import event_body
 
 
 @dataclass(frozen=True)

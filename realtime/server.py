@@ -10,9 +10,9 @@ from typing import Any
 
 import socketio
 
-from realtime.engine import LeanEngineServer
-from realtime.limits import Misbehaviour
-from realtime.protocol import channel_id_of
+from claims_realtime.realtime.engine import LeanEngineServer
+from claims_realtime.realtime.limits import Misbehaviour
+from claims_realtime.realtime.protocol import channel_id_of
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from claims_realtime.app import create_app
+from claims_realtime.models.db import close_database, migrate, open_database
 from claims_realtime.settings import Settings
-from models.db import close_database, migrate, open_database
 from tests import services
 from tests.helpers import PUBLISHER_KEY
 from tests.server import Server

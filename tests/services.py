@@ -100,7 +100,7 @@ async def empty_tables(url: str) -> None:
 @contextlib.contextmanager
 def migrated_database(prefix: str) -> Iterator[str]:
     """A fresh PostgreSQL database with the current schema, dropped afterwards."""
-    from models.db import migrate
+    from claims_realtime.models.db import migrate
 
     require_postgres()
     url = asyncio.run(create_database(prefix))

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from realtime.client import ChannelClient, ChannelClosed, Recovery
+from claims_realtime.realtime.client import ChannelClient, ChannelClosed, Recovery
 
 
 def handle(event: dict[str, Any]) -> None:

@@ -2,8 +2,8 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from models.channel import ChannelStatus, SubscriptionType
-from models.fields import JSONTextField
+from claims_realtime.models.channel import ChannelStatus, SubscriptionType
+from claims_realtime.models.fields import JSONTextField
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 

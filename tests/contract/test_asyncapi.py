@@ -14,9 +14,9 @@ import yaml
 from jsonschema import Draft7Validator
 from socketio import packet
 
-from models.channel import ALL_EVENT_TYPES
-from models.event import ClaimEvent
-from realtime.protocol import (
+from claims_realtime.models.channel import ALL_EVENT_TYPES
+from claims_realtime.models.event import ClaimEvent
+from claims_realtime.realtime.protocol import (
     channel_id_of,
     envelope,
     event_body,

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from models import subscriptions
-from realtime.client import ChannelClient, ChannelClosed, Recovery
+from claims_realtime.models import subscriptions
+from claims_realtime.realtime.client import ChannelClient, ChannelClosed, Recovery
 from tests.helpers import PUBLISHER_KEY, assert_problem, unique
 from tests.server import Server
 

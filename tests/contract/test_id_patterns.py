@@ -22,8 +22,8 @@ from asgi_lifespan import LifespanManager
 from claims_realtime.app import create_app
 from claims_realtime.logs import RequestId
 from claims_realtime.patterns import ecma_pattern, ecma_regex
+from claims_realtime.realtime.protocol import channel_id_of
 from claims_realtime.settings import Settings
-from realtime.protocol import channel_id_of
 from tests.helpers import PUBLISHER_KEY, assert_problem
 from tests.tokens import JWT_SECRET, bearer, make_token
 

@@ -16,8 +16,8 @@ import yaml
 from asgi_lifespan import LifespanManager
 
 from claims_realtime.app import create_app
+from claims_realtime.realtime.client import FATAL_CODES, TRANSIENT_CODES
 from claims_realtime.settings import Settings
-from realtime.client import FATAL_CODES, TRANSIENT_CODES
 from tests.helpers import PUBLISHER_KEY, ROOT, assert_problem, unique
 
 SUBSCRIPTIONS = "/api/v1/realtime-subscriptions"

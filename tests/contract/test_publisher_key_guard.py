@@ -20,8 +20,8 @@ from asgi_lifespan import LifespanManager
 
 from claims_realtime import app as app_module
 from claims_realtime.app import create_app, load_spec
+from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.settings import Settings
-from realtime.limits import FailureLimiter
 from tests.helpers import PUBLISHER_KEY, assert_problem
 
 EVENTS = "/api/v1/claim-events"

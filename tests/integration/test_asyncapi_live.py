@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import socketio
 
-from models.channel import ALL_EVENT_TYPES
+from claims_realtime.models.channel import ALL_EVENT_TYPES
 from tests.asyncapi import (
     validate_connect_auth,
     validate_connect_error,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests import services
 from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from realtime.client import TRANSIENT_CODES, ChannelClient, Recovery
+from claims_realtime.realtime.client import TRANSIENT_CODES, ChannelClient, Recovery
 from tests import services
 from tests.helpers import PUBLISHER_KEY, assert_problem, connect_refusal, unique
 from tests.server import Server

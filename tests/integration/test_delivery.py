@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import socketio
 
-from realtime.client import ChannelClient, ChannelClosed, Recovery
+from claims_realtime.realtime.client import ChannelClient, ChannelClosed, Recovery
 from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server
 

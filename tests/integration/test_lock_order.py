@@ -19,9 +19,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from models import history, ingest, subscriptions
-from models.channel import Channel, SubscriptionType
-from models.db import close_database, open_database
+from claims_realtime.models import history, ingest, subscriptions
+from claims_realtime.models.channel import Channel, SubscriptionType
+from claims_realtime.models.db import close_database, open_database
 from tests import services
 
 #: In-process PostgreSQL: only in the PostgreSQL pass of `make test` (see tests/conftest.py).

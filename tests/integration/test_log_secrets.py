@@ -15,7 +15,7 @@ import httpx
 import pytest
 import socketio
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server
 from tests.tokens import JWT_SECRET, bearer, make_token

@@ -21,8 +21,8 @@ import pytest
 import websockets.asyncio.client
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.db import migrate
-from realtime.client import ChannelClient
+from claims_realtime.models.db import migrate
+from claims_realtime.realtime.client import ChannelClient
 from tests import services
 from tests.helpers import assert_problem, unique
 from tests.integration.test_delivery import (

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import socketio
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests import services
 from tests.helpers import ROOT, connect_refusal, unique
 from tests.server import Server, free_port

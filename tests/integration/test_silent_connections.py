@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests.helpers import unique
 from tests.server import Server
 

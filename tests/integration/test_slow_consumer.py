@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from realtime.client import ChannelClient, Recovery
+from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests.helpers import unique
 from tests.raw_engineio import (
     MAX_PACKET,

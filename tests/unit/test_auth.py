@@ -25,12 +25,12 @@ from claims_realtime.auth import (
 )
 from claims_realtime.cors import socket_cors
 from claims_realtime.logs import JsonFormatter
+from claims_realtime.models import access
+from claims_realtime.models.access import Policy, Principal
+from claims_realtime.models.channel import Channel, ChannelStatus, SubscriptionType
+from claims_realtime.models.errors import ChannelNotFound, Forbidden
+from claims_realtime.models.subscriptions import ChannelFilter
 from claims_realtime.settings import Settings
-from models import access
-from models.access import Policy, Principal
-from models.channel import Channel, ChannelStatus, SubscriptionType
-from models.errors import ChannelNotFound, Forbidden
-from models.subscriptions import ChannelFilter
 from tests.tokens import AUDIENCE, ISSUER, JWT_SECRET, make_token, rsa_private_key, rsa_public_pem
 
 HS256 = Settings(auth_mode="jwt", jwt_secret=JWT_SECRET)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from realtime.fanout import Fanout, Subscriber
-from realtime.protocol import message_packet
+from claims_realtime.realtime.fanout import Fanout, Subscriber
+from claims_realtime.realtime.protocol import message_packet
 from tests.unit.test_fanout import CHANNEL, NAMESPACE, FakeServer, FakeSocket, History
 
 BACKLOG = 10

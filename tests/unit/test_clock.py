@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from models.clock import rfc3339
+from claims_realtime.models.clock import rfc3339
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.credentials import new_token
+from claims_realtime.models.credentials import new_token
 
 
 def test_channel_tokens_never_look_like_a_command_line_option() -> None:

@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 
-from models.db import database_unavailable
-from models.errors import Unavailable
+from claims_realtime.models.db import database_unavailable
+from claims_realtime.models.errors import Unavailable
 
 
 def chained(outer: BaseException, cause: BaseException) -> BaseException:

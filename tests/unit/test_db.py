@@ -12,7 +12,7 @@ import pytest
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models.db import (
+from claims_realtime.models.db import (
     chunk_sizes,
     connection_url,
     execute_in_transaction,
@@ -21,8 +21,8 @@ from models.db import (
     sqlite_transaction,
     update_statements,
 )
-from models.event import ClaimEvent
-from models.presence import Node
+from claims_realtime.models.event import ClaimEvent
+from claims_realtime.models.presence import Node
 
 NOW = "2026-03-26T08:00:00+00:00"
 

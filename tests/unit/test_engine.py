@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 from engineio.async_drivers import asgi as asgi_driver
 
-from realtime.engine import LeanWebSocket
-from realtime.server import ChannelSocketServer, create_socket_server
+from claims_realtime.realtime.engine import LeanWebSocket
+from claims_realtime.realtime.server import ChannelSocketServer, create_socket_server
 
 Ack = tuple[str, str, int]
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from socketio import packet as sio_packet
 
-from realtime.fanout import Fanout, Subscriber
-from realtime.protocol import message_packet
+from claims_realtime.realtime.fanout import Fanout, Subscriber
+from claims_realtime.realtime.protocol import message_packet
 
 CHANNEL = "chan_test"
 NAMESPACE = f"/channels/{CHANNEL}"

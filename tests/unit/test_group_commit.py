@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from tortoise.exceptions import IntegrityError
 
-from models import group_commit, history, ingest, subscriptions
-from models.channel import SubscriptionType
-from models.group_commit import sqlite_group_transaction
-from models.presence import Node
+from claims_realtime.models import group_commit, history, ingest, subscriptions
+from claims_realtime.models.channel import SubscriptionType
+from claims_realtime.models.group_commit import sqlite_group_transaction
+from claims_realtime.models.presence import Node
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.usefixtures("db")]
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from tortoise import Tortoise
 
-from models import history, ingest, subscriptions
-from models.channel import Channel, SubscriptionType
-from models.event import ChannelEvent, ClaimEvent
-from models.history import Retention
+from claims_realtime.models import history, ingest, subscriptions
+from claims_realtime.models.channel import Channel, SubscriptionType
+from claims_realtime.models.event import ChannelEvent, ClaimEvent
+from claims_realtime.models.history import Retention
 
 pytestmark = pytest.mark.usefixtures("db")
 

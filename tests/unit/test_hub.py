@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from models.history import Retention
-from realtime import hub as hub_module
-from realtime.hub import MAX_CONCURRENT_ATTACHES, Hub
-from realtime.protocol import Refusal
-from realtime.server import create_socket_server
+from claims_realtime.models.history import Retention
+from claims_realtime.realtime import hub as hub_module
+from claims_realtime.realtime.hub import MAX_CONCURRENT_ATTACHES, Hub
+from claims_realtime.realtime.protocol import Refusal
+from claims_realtime.realtime.server import create_socket_server
 
 
 async def test_attaches_run_a_bounded_number_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:

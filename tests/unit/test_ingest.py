@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from tortoise import Tortoise
 
-from models import history, ingest, subscriptions
-from models.channel import Channel, SubscriptionType
-from models.credentials import new_event_ids
-from models.db import sqlite_transaction
-from models.errors import EventIdConflict, InvalidInput
-from models.event import ChannelEvent, ClaimEvent
+from claims_realtime.models import history, ingest, subscriptions
+from claims_realtime.models.channel import Channel, SubscriptionType
+from claims_realtime.models.credentials import new_event_ids
+from claims_realtime.models.db import sqlite_transaction
+from claims_realtime.models.errors import EventIdConflict, InvalidInput
+from claims_realtime.models.event import ChannelEvent, ClaimEvent
 
 pytestmark = pytest.mark.usefixtures("db")
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from claims_realtime.realtime.limits import FailureLimiter, Misbehaviour, client_address
 from claims_realtime.settings import DEFAULT_MAX_REQUEST_BYTES, Settings
-from realtime.limits import FailureLimiter, Misbehaviour, client_address
 
 
 class Clock:

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from models import presence, subscriptions
-from models.channel import Channel, ChannelStatus, SubscriptionType
-from models.clock import utcnow
+from claims_realtime.models import presence, subscriptions
+from claims_realtime.models.channel import Channel, ChannelStatus, SubscriptionType
+from claims_realtime.models.clock import utcnow
 
 pytestmark = pytest.mark.usefixtures("db")
 

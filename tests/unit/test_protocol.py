@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 from socketio import packet
 
-from models.event import NewEvent
-from realtime.protocol import envelope, event_packet, namespace_of, prepare, prepare_new
+from claims_realtime.models.event import NewEvent
+from claims_realtime.realtime.protocol import (
+    envelope,
+    event_packet,
+    namespace_of,
+    prepare,
+    prepare_new,
+)
 
 BODIES: list[dict[str, Any]] = [
     {

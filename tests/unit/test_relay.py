@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from models.event import ClaimEvent
-from models.ingest import Placement, Recorded
-from realtime import relay
-from realtime.protocol import event_body
+from claims_realtime.models.event import ClaimEvent
+from claims_realtime.models.ingest import Placement, Recorded
+from claims_realtime.realtime import relay
+from claims_realtime.realtime.protocol import event_body
 
 
 def recorded(event_id: str, *placements: tuple[str, int], duplicate: bool = False) -> Recorded:

@@ -19,9 +19,9 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from claims_realtime import cli
+from claims_realtime.realtime.engine import DirectLine
+from claims_realtime.realtime.transport import ChannelWebSocketProtocol
 from claims_realtime.settings import Settings
-from realtime.engine import DirectLine
-from realtime.transport import ChannelWebSocketProtocol
 from tests.fake_transport import FakeTransport
 
 
@@ -70,7 +70,9 @@ async def connection() -> AsyncIterator[Connection]:
         while (message := await receive())["type"] == "websocket.receive":
             holder["connection"].app_received.append(message["text"])
 
-    config = Config(app=app, ws="realtime.transport:ChannelWebSocketProtocol", lifespan="off")
+    config = Config(
+        app=app, ws="claims_realtime.realtime.transport:ChannelWebSocketProtocol", lifespan="off"
+    )
     config.load()
     assert config.ws_protocol_class is ChannelWebSocketProtocol
     protocol = ChannelWebSocketProtocol(config, ServerState(), {}, asyncio.get_running_loop())
