@@ -14,7 +14,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from claims_realtime.fastpaths import all_match, installed_version
+from claims_realtime.logs import configure_logging
 from claims_realtime.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -27,6 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()
+    # Now, not at the app's build: the websocket protocol is chosen (and warned about) here.
+    configure_logging(settings.log_level, settings.log_format)
     if args.workers > 1 and (not settings.redis_url or settings.database_url.startswith("sqlite")):
         raise SystemExit(
             "--workers > 1 needs REDIS_URL (fan-out between the processes) and a PostgreSQL "
@@ -58,6 +64,32 @@ def _shared_metrics(workers: int) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+#: uvicorn's own websocket protocol, and ours with shortcuts for acks in and events out.
+STOCK_WS_PROTOCOL = "websockets-sansio"
+CHANNEL_WS_PROTOCOL = "claims_realtime.realtime.transport:ChannelWebSocketProtocol"
+
+
+def websocket_protocol(settings: Settings) -> str:
+    """Ours when FAST_PATHS is on and uvicorn and websockets are the releases it was written
+    for (else one warning); uvicorn's own otherwise."""
+    if not settings.fast_paths:
+        return STOCK_WS_PROTOCOL
+    try:
+        from claims_realtime.realtime import transport
+    except Exception:  # a release that moved what it subclasses: as a mismatch, not a crash
+        log.warning(
+            "the uvicorn websocket protocol (realtime.transport) does not load with uvicorn "
+            "%s and websockets %s; serving it through the stock path instead",
+            installed_version("uvicorn"),
+            installed_version("websockets"),
+            exc_info=True,
+        )
+        return STOCK_WS_PROTOCOL
+    if all_match((transport.FAST_PATH_UVICORN, transport.FAST_PATH_WEBSOCKETS)):
+        return CHANNEL_WS_PROTOCOL
+    return STOCK_WS_PROTOCOL
+
+
 def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(
         "claims_realtime.app:create_server_app",
@@ -74,8 +106,9 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
         # Socket.IO payloads are small JSON: per-message compression cost more CPU than it
         # saved bytes (py-spy under load). Socket.IO's own servers leave it off by default.
         ws_per_message_deflate=False,
-        # uvicorn's websockets protocol with shortcuts for acks in and events out.
-        ws="claims_realtime.realtime.transport:ChannelWebSocketProtocol",
+        # uvicorn's websockets protocol with shortcuts for acks in and events out, or
+        # uvicorn's own (FAST_PATHS=off, or other uvicorn or websockets releases).
+        ws=websocket_protocol(settings),
         # uvicorn would buffer a websocket frame of up to 16 MiB before Engine.IO's 64 KiB
         # limit (realtime.server.MAX_CLIENT_PACKET_BYTES) sees it: close larger ones there.
         ws_max_size=WS_MAX_FRAME_BYTES,

@@ -20,6 +20,9 @@ request, done once. What a request gets is unchanged; this is where its time wen
 In-process, a 10-event ingestion batch: 2,469 Python calls before, 1,442 after; the layers
 between the outermost middleware and the handler, body parsing and validation excluded,
 0.8-1.0 ms -> 0.2-0.3 ms of CPU per request (three runs of each, alternated).
+
+All of it rests on Connexion 3.3's internals (`FAST_PATH`): `app_class` gives Connexion's
+own `AsyncApp` instead when FAST_PATHS is off or another Connexion is installed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import logging
 import typing as t
 
 import connexion
-from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.context import operation, receive, scope
 from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import unwrap_decorators
@@ -44,15 +47,45 @@ from connexion.middleware.request_validation import (
     RequestValidationOperation,
 )
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
+from connexion.security import AbstractSecurityHandler
 from connexion.uri_parsing import AbstractURIParser
 from connexion.utils import inspect_function_arguments, is_nullable
 from starlette.types import Receive, Scope, Send
 
+from claims_realtime.fastpaths import FastPath
 from claims_realtime.http import VALIDATED_BODY
 
 log = logging.getLogger(__name__)
 
 Handler = t.Callable[[ConnexionRequest], t.Awaitable[t.Any]]
+
+#: The Connexion internals this module sets, overrides or reads.
+FAST_PATH = FastPath(
+    "the Connexion dispatch shortcuts (claims_realtime.dispatch)",
+    "connexion",
+    "3.3",
+    relies_on=(
+        (connexion.AsyncApp, "_middleware_app"),
+        (AsyncASGIApp, "api_cls"),
+        *((AsyncOperation, name) for name in ("from_operation", "_fn", "pythonic_params")),
+        (AsyncOperation, "jsonifier"),
+        *((RequestValidationOperation, name) for name in ("_operation", "_validator_map")),
+        *((RequestValidationOperation, name) for name in ("strict_validation", "next_app")),
+        (RequestValidationOperation, "security_query_params"),
+        *((RequestValidationOperation, name) for name in ("extract_content_type", "__call__")),
+        (RequestValidationOperation, "validate_mime_type"),
+        *((RequestValidationAPI, name) for name in ("make_operation", "validator_map")),
+        (RequestValidationMiddleware, "api_cls"),
+        (SwaggerUIMiddleware, "app"),
+        (ConnexionMiddleware, "default_middlewares"),
+        (AbstractSecurityHandler, "_accepts_kwarg"),
+        *((AbstractOperation, name) for name in ("_uri_parser_class", "uri_parser_class")),
+        *((AbstractOperation, name) for name in ("parameters", "request_body", "consumes")),
+        *((AbstractOperation, name) for name in ("body_schema", "body_definition", "body_name")),
+        (AbstractOperation, "method"),
+    ),
+)
 
 
 class _Operation(AsyncOperation):
@@ -223,6 +256,12 @@ class ServiceApp(connexion.AsyncApp):
         super().__init__(*args, **kwargs)
         # AsyncApp builds its innermost app itself; it adds the APIs later, with this class.
         self._middleware_app.api_cls = _Api
+
+
+def app_class(fast_paths: bool) -> type[connexion.AsyncApp]:
+    """`ServiceApp`, or Connexion's own `AsyncApp` when FAST_PATHS is off or the installed
+    Connexion is not the release this module was written for (one warning)."""
+    return ServiceApp if fast_paths and FAST_PATH.check() else connexion.AsyncApp
 
 
 @functools.cache

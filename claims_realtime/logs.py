@@ -12,8 +12,10 @@ channel tokens and the publisher key are neither logged nor part of any logged U
 from __future__ import annotations
 
 import contextvars
+import importlib.util
 import json
 import logging
+import os
 import re
 import secrets
 from datetime import UTC, datetime
@@ -34,6 +36,28 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 _base_factory = logging.getLogRecordFactory()
+
+_websockets_spec = importlib.util.find_spec("websockets")
+#: Where the `websockets` library's code lives (its log lines are recognised by their file).
+_WEBSOCKETS_DIR = (
+    os.path.dirname(_websockets_spec.origin) + os.sep
+    if _websockets_spec is not None and _websockets_spec.origin
+    else None
+)
+
+
+class NoWebsocketsDebug(logging.Filter):
+    """Drops the `websockets` library's DEBUG lines. uvicorn lends it `uvicorn.error`, and at
+    DEBUG it logs every frame and handshake header, abridged to head and tail: the tail of a
+    Socket.IO CONNECT is its channel token. realtime.transport turns them off at the source;
+    this keeps them out under uvicorn's own protocol too (FAST_PATHS=off)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            record.levelno > logging.DEBUG
+            or _WEBSOCKETS_DIR is None
+            or not record.pathname.startswith(_WEBSOCKETS_DIR)
+        )
 
 
 def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -69,6 +93,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     # As before: sets the level and a handler only when nothing configured logging yet
     # (under pytest, its capture handlers and levels stay as the tests set them).
     logging.basicConfig(level=level)
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(item, NoWebsocketsDebug) for item in uvicorn_error.filters):
+        uvicorn_error.addFilter(NoWebsocketsDebug())
     for handler in logging.getLogger().handlers:
         if type(handler) in (logging.StreamHandler, logging.FileHandler):
             handler.setFormatter(formatter)

@@ -45,6 +45,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off"):
+        raise ValueError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
 def _duration(
     env: Mapping[str, str], name: str, default: float, minimum: float | None = None
 ) -> float:
@@ -134,6 +143,9 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     #: `text` (human-readable lines) or `json` (one JSON object per line).
     log_format: str = "text"
+    #: FAST_PATHS: False serves every part through its libraries' stock code (our faster
+    #: paths over their internals off; see claims_realtime.fastpaths).
+    fast_paths: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +193,7 @@ class Settings:
                 env, "PUBLISHER_KEY_FAILURE_WINDOW", 60.0
             ),
             max_socket_backlog=_int(env, "MAX_SOCKET_BACKLOG", 10_000, minimum=100),
+            fast_paths=_on_off(env, "FAST_PATHS", True),
             **_access_settings(env),
         )
 

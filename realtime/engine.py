@@ -17,6 +17,12 @@ close) and only changes how the frames are waited for:
   task altogether while nothing is queued before it.
 
 Long-polling is python-engineio's code, with the session rules of realtime.engine_socket.
+
+The reader and writer also keep the protocol's rules (the heartbeat deadline, refusing
+what is not a client packet, no reading after a CLOSE), which python-engineio's own handler
+does not: so they serve whenever python-engineio is the release they were written for
+(`FAST_PATH`, else python-engineio's handler throughout), and only the speed parts (the
+frame hooks, `DirectLine`) follow FAST_PATHS (`LeanEngineServer.shortcuts`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import engineio
 from engineio import async_socket
@@ -32,16 +38,18 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as asgi_driver
 
+from claims_realtime.fastpaths import FastPath
+from claims_realtime.realtime import engine_socket
 from claims_realtime.realtime.engine_socket import (
     CLIENT_PACKET_TYPES,
     ChannelEngineSocket,
     allow_payload_packets,
-    library_matches,
-    library_version,
     refuse,
 )
 from claims_realtime.realtime.limits import Misbehaviour
-from claims_realtime.realtime.transport import ChannelWebSocketProtocol
+
+if TYPE_CHECKING:  # only typed here: realtime.transport loads on its uvicorn release only
+    from claims_realtime.realtime.transport import ChannelWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,25 @@ _DEADLINE_STEP = 5.0
 #: Smallest packet a client sends in a long-polling POST batch (an ack is ~25 bytes): how
 #: many packets one POST may carry follows from the POST size limit.
 _SMALLEST_PACKET_BYTES = 16
+
+#: This module's and realtime.engine_socket's needs of python-engineio, checked as one: on
+#: a mismatch both leave every connection to python-engineio (one warning).
+FAST_PATH = FastPath(
+    "the Engine.IO websocket transport and session rules (realtime.engine, engine_socket)",
+    "python-engineio",
+    engine_socket.WRITTEN_FOR,
+    relies_on=(
+        *engine_socket.RELIES_ON,
+        (asgi_driver, "_async"),
+        *((asgi_driver.WebSocket, name) for name in ("asgi_receive", "asgi_send", "wait")),
+        *((asgi_driver.WebSocket, name) for name in ("send", "close")),
+        (async_socket.AsyncSocket, "_websocket_handler"),
+        *((async_socket.AsyncSocket, name) for name in ("connected", "upgrading", "close")),
+        *((engineio.AsyncServer, name) for name in ("_async", "_trigger_event", "sockets")),
+        *((engineio.AsyncServer, name) for name in ("max_http_buffer_size", "reason")),
+        *((engineio.AsyncServer, name) for name in ("ping_interval", "ping_timeout", "logger")),
+    ),
+)
 
 
 class LeanWebSocket(asgi_driver.WebSocket):
@@ -85,26 +112,24 @@ class LeanEngineServer(engineio.AsyncServer):
 
     #: Set by the Socket.IO server: gets the first look at every text frame.
     frame_hook: FrameHook | None = None
+    #: Whether connections may use the speed-only shortcuts (the frame hook in our uvicorn
+    #: protocol, DirectLine): FAST_PATHS, set by the Socket.IO server.
+    shortcuts = True
     #: python-engineio's table of async driver pieces (set in its __init__).
     _async: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self._async.get("websocket") is asgi_driver.WebSocket:
-            # A copy: the driver's table is shared by every server in the process.
-            self._async = {**self._async, "websocket": LeanWebSocket}
         #: What each connection did wrong, logged once per connection (eio sid).
         self.misbehaviour = Misbehaviour(logging.getLogger("claims_realtime.realtime.server"))
-        #: Sessions get ChannelEngineSocket's rules only on the release it was written for.
-        self.adopts_sockets = library_matches()
+        #: Our websocket handling and ChannelEngineSocket's session rules, only on the
+        #: python-engineio release they were written for.
+        self.adopts_sockets = FAST_PATH.check()
         if self.adopts_sockets:
             allow_payload_packets(self.max_http_buffer_size // _SMALLEST_PACKET_BYTES)
-        else:
-            log.warning(
-                "python-engineio %s is not the release realtime.engine_socket was written "
-                "for: long-polling clients get python-engineio's own handling",
-                library_version(),
-            )
+            if self._async.get("websocket") is asgi_driver.WebSocket:
+                # A copy: the driver's table is shared by every server in the process.
+                self._async = {**self._async, "websocket": LeanWebSocket}
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         # python-engineio builds its AsyncSocket itself, then announces the session with
@@ -150,9 +175,12 @@ class DirectLine:
 
 def _protocol_of(ws: LeanWebSocket) -> ChannelWebSocketProtocol | None:
     """The uvicorn protocol behind the connection, when it is ours (ASGI hands us its bound
-    `receive`; a wrapping middleware would hide it, and then we do without shortcuts)."""
+    `receive`; a wrapping middleware would hide it, and then we do without shortcuts).
+    Recognised by its shortcuts, so that this module never imports realtime.transport."""
     protocol = getattr(ws.asgi_receive, "__self__", None)
-    return protocol if isinstance(protocol, ChannelWebSocketProtocol) else None
+    if hasattr(protocol, "send_now") and hasattr(protocol, "frame_hook"):
+        return cast("ChannelWebSocketProtocol", protocol)
+    return None
 
 
 async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
@@ -169,7 +197,7 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
         socket.connected = True
         socket.upgraded = True
 
-    protocol = _protocol_of(ws)
+    protocol = _protocol_of(ws) if server.shortcuts else None
     line = DirectLine(protocol, socket.queue) if protocol is not None else None
     writer = asyncio.ensure_future(_write(socket, ws, line))
     hook = getattr(server, "frame_hook", None)

@@ -12,7 +12,6 @@ docs/protocol.md says what the upstream fixes would be.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 from engineio import async_socket
@@ -20,31 +19,21 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
-#: The python-engineio release this module was written against (major, minor): with any
-#: other, sessions keep python-engineio's own socket (engine.LeanEngineServer checks).
-WRITTEN_FOR = (4, 15)
+#: The python-engineio release this module was written against, and what it relies on:
+#: with any other, sessions keep python-engineio's own socket (realtime.engine checks both
+#: modules' needs as one, so a mismatch gives one warning and fully stock python-engineio).
+WRITTEN_FOR = "4.15"
+_SOCKET_NAMES = ("handle_post_request", "receive", "queue", "closing", "closed", "upgraded")
+RELIES_ON: tuple[tuple[Any, str], ...] = (
+    *((async_socket.AsyncSocket, name) for name in (*_SOCKET_NAMES, "sid", "server")),
+    (eio_payload.Payload, "max_decode_packets"),
+)
 
 #: What a client may send: PONG, MESSAGE, UPGRADE, CLOSE (a server never receives OPEN, PING
 #: or NOOP; python-engineio ignores some of those and fails with a traceback on unknown ones).
 CLIENT_PACKET_TYPES = frozenset(
     {eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE, eio_packet.CLOSE}
 )
-
-
-def library_version() -> str:
-    try:
-        return metadata.version("python-engineio")
-    except metadata.PackageNotFoundError:  # vendored or renamed: not the release we know
-        return "unknown"
-
-
-def library_matches() -> bool:
-    """True when the installed python-engineio is the release this module was written for."""
-    try:
-        major, minor = (int(part) for part in library_version().split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) == WRITTEN_FOR
 
 
 def allow_payload_packets(count: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import socketio
 
+from claims_realtime.fastpaths import FastPath
 from claims_realtime.realtime.engine import LeanEngineServer
 from claims_realtime.realtime.limits import Misbehaviour
 from claims_realtime.realtime.protocol import channel_id_of
@@ -32,6 +33,19 @@ CLIENT_EVENTS = frozenset({"ack"})
 #: a megabyte per frame.
 MAX_CLIENT_PACKET_BYTES = 64 * 1024
 
+#: `_channel_ack_frame` reads Socket.IO ack frames itself, before python-socketio: it must
+#: agree with python-socketio's packet handling (and its binary-packet state).
+ACK_FRAMES = FastPath(
+    "the channel ack frame hook (realtime.server)",
+    "python-socketio",
+    "5.18",
+    relies_on=(
+        (socketio.AsyncServer, "_binary_packet"),
+        (socketio.AsyncServer, "_handle_eio_message"),
+        (socketio.AsyncServer, "_handle_ack"),
+    ),
+)
+
 
 class ChannelSocketServer(socketio.AsyncServer):
     """An AsyncServer whose channel namespaces treat ack ids as sequences.
@@ -49,9 +63,12 @@ class ChannelSocketServer(socketio.AsyncServer):
     #: Called as (sid, namespace) once a client's namespace CONNECT has been queued.
     on_namespace_connected: Callable[[str, str], None] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fast_paths: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.eio.frame_hook = self._channel_ack_frame
+        # FAST_PATHS=off: every frame takes python-socketio's path, every write the queue.
+        self.eio.shortcuts = fast_paths
+        if fast_paths and self.eio.adopts_sockets and ACK_FRAMES.check():
+            self.eio.frame_hook = self._channel_ack_frame
         #: What each connection did wrong, logged once per connection (eio sid): one
         #: record with the Engine.IO layer's, so a connection is named once in all.
         self.misbehaviour: Misbehaviour = self.eio.misbehaviour
@@ -205,6 +222,7 @@ def create_socket_server(
     cors_allowed_origins: list[str] | str | Callable[..., bool] | None = None,
     ping_interval: float = 25.0,
     ping_timeout: float = 20.0,
+    fast_paths: bool = True,
 ) -> ChannelSocketServer:
     # namespaces="*" lets clients open `/channels/<id>` namespaces created at run time; the
     # connect handler decides which exist. always_connect=False sends CONNECT only after
@@ -217,6 +235,7 @@ def create_socket_server(
         max_http_buffer_size=MAX_CLIENT_PACKET_BYTES,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        fast_paths=fast_paths,
         logger=False,
         engineio_logger=False,
     )

@@ -15,10 +15,11 @@ line while a connection is plain sailing:
 - `send_now(text)`: writes a text frame at once when the connection is open and its
   transport is not asking us to stop (flow control), else says no and the caller queues.
 
-Served with `uvicorn --ws realtime.transport:ChannelWebSocketProtocol` (as
-`claims-realtime serve` does). Under any other protocol the shortcuts are simply absent.
-It subclasses uvicorn's sans-I/O websockets protocol (uvicorn and websockets are pinned in
-pyproject.toml; tests/unit/test_transport.py checks the attributes relied on).
+Served with `uvicorn --ws claims_realtime.realtime.transport:ChannelWebSocketProtocol` (as
+`claims-realtime serve` does when FAST_PATHS is on and `FAST_PATH_UVICORN` and
+`FAST_PATH_WEBSOCKETS` match what is installed; else it serves uvicorn's own
+`websockets-sansio`). Under any other protocol the shortcuts are simply absent.
+tests/unit/test_transport.py checks the behaviour relied on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import Protocol, State
 from websockets.streams import StreamReader
 
+from claims_realtime.fastpaths import FastPath
+
 try:  # websockets' C unmasking, as websockets itself uses when it was built
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover
@@ -38,6 +41,39 @@ except ImportError:  # pragma: no cover
 
 #: Called with the frame's text; True when it consumed the frame.
 TextHook = Callable[[str], bool]
+
+_NAME = "the uvicorn websocket protocol (realtime.transport)"
+#: uvicorn's protocol state and methods read or overridden here.
+FAST_PATH_UVICORN = FastPath(
+    _NAME,
+    "uvicorn",
+    "0.54",
+    relies_on=tuple(
+        (WebSocketsSansIOProtocol, name)
+        for name in (
+            *("data_received", "send_receive_event_to_app", "conn", "frames", "queue"),
+            *("close_sent", "handshake_complete", "disconnected", "writable"),
+            *("initial_response", "transport", "curr_msg_data_type"),
+        )
+    ),
+)
+#: websockets' parser and connection state read here (and the frames it would build).
+FAST_PATH_WEBSOCKETS = FastPath(
+    _NAME,
+    "websockets",
+    "17.4",
+    relies_on=(
+        *((StreamReader, name) for name in ("at_eof", "buffer")),
+        *(
+            (Protocol, name)
+            for name in (
+                *("parse", "parser", "reader", "state", "extensions", "current_size"),
+                *("max_message_size", "expect_continuation_frame", "writes", "send_text"),
+                *("data_to_send", "debug"),
+            )
+        ),
+    ),
+)
 
 
 class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):

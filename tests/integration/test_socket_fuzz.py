@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -303,12 +304,15 @@ MALFORMED_ACK_PACKETS = [
     "99999999999999999[]",
     "9" * 40 + "[]",
     "1",
-    "1[",
-    "1[" + "[" * 30_000,
     "1{}",
     "1null",
     "\u0661[]",  # ARABIC-INDIC DIGIT ONE: python-socketio's decoder reads it as 1
 ]
+#: Acks whose arguments do not decode. The fast path reads the id alone and takes them as
+#: acks; python-socketio (FAST_PATHS=off) finds an undecodable packet, which closes the
+#: connection (docs/protocol.md). Sent last, so that both paths see every id above.
+UNDECODABLE_ACK_PACKETS = ["1[", "1[" + "[" * 30_000]
+FAST_PATHS_ON = os.environ.get("FAST_PATHS", "").strip().lower() != "off"
 
 
 async def test_malformed_ack_packets_never_confirm_beyond_what_was_delivered(
@@ -326,8 +330,12 @@ async def test_malformed_ack_packets_never_confirm_beyond_what_was_delivered(
             await conn.join(channel)  # replays sequence 1
             frame = await conn.until(f"42{ns},1[")
             assert first["event_id"] in frame
-            await conn.send(*(f"43{ns},{body}" for body in MALFORMED_ACK_PACKETS))
-            await conn.alive(await probe_channel(server))
+            acks = [*MALFORMED_ACK_PACKETS, *UNDECODABLE_ACK_PACKETS]
+            await conn.send(*(f"43{ns},{body}" for body in acks))
+            if FAST_PATHS_ON:
+                await conn.alive(await probe_channel(server))
+            else:
+                await conn.closed_by_server()
         await logged_once(server, conn.sid)  # `1{}`, `1null`, `1`: not `<id>[...]`
         second = await server.publish(**claim_event(user))
         # Resuming from the channel's stored position: sequence 2 must come, not be skipped.
