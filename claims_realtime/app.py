@@ -6,8 +6,9 @@
               └── CORS                CORS_ALLOWED_ORIGINS (preflights answered here)
                   └── BodyLimit       bodies over MAX_REQUEST_BYTES -> 413
                       └── ConsoleRoute    GET /console/ -> the live console
-                          └── MethodGuard     undeclared methods -> 405 with an exact Allow
-                              └── ServiceApp  connexion.AsyncApp: the document, mounted twice
+                          └── AsyncApiRoute   GET /api/v1/asyncapi.yaml (static.py)
+                              └── MethodGuard     undeclared methods -> 405 with an exact Allow
+                                  └── ServiceApp  connexion.AsyncApp: the document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
@@ -23,7 +24,6 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import socketio
@@ -32,7 +32,7 @@ import yaml
 from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
 from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
-from claims_realtime.dispatch import ServiceApp
+from claims_realtime.dispatch import app_class
 from claims_realtime.handlers.metrics import MetricsRoute
 from claims_realtime.http import (
     ERROR_HANDLERS,
@@ -53,8 +53,8 @@ from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.realtime.metrics import process_exited, watch_collections
 from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.settings import Settings
+from claims_realtime.static import AsyncApiRoute, package_file
 
-SPEC_DIR = Path(__file__).resolve().parent.parent / "openapi"
 SPEC_FILE = "claims-realtime.yaml"
 #: Where the document is served: the canonical prefix, and the source contract's literal
 #: doubled one (`/api/v1/realtime-subscriptions/api/v1/realtime-subscriptions/...`).
@@ -67,10 +67,11 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def load_spec() -> dict[str, Any]:
-    """The OpenAPI document, parsed once per process (libyaml when available: the pure
-    Python parser made each app build take a third of a second)."""
+    """The OpenAPI document (package data: openapi/), parsed once per process (libyaml when
+    available: the pure Python parser made each app build take a third of a second)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    document: dict[str, Any] = yaml.load((SPEC_DIR / SPEC_FILE).read_text(), Loader=loader)
+    text = package_file("openapi", SPEC_FILE).decode("utf-8")
+    document: dict[str, Any] = yaml.load(text, Loader=loader)
     return document
 
 
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         cors_allowed_origins=socket_cors(settings.cors_allowed_origins),
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
+        fast_paths=settings.fast_paths,
     )
     hub = Hub(
         sio,
@@ -178,7 +180,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await close_database()
             process_exited()
 
-    api = ServiceApp(
+    # ServiceApp, or Connexion's own AsyncApp (FAST_PATHS=off, another Connexion release).
+    api = app_class(settings.fast_paths)(
         __name__,
         lifespan=lifespan,
         resolver=SnakeCaseResolver(),
@@ -196,6 +199,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     for error, handler in ERROR_HANDLERS:
         api.add_error_handler(error, handler)
     http_app: Any = MethodGuard(api, load_spec(), BASE_PATHS)
+    # GET /api/v1/asyncapi.yaml: the Socket.IO side's document, beside openapi.json.
+    http_app = AsyncApiRoute(http_app)
     # GET /console/: the live event console's static files, beside the document.
     http_app = ConsoleRoute(http_app)
     # Bodies over MAX_REQUEST_BYTES get a 413 before they are read whole.

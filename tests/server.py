@@ -50,6 +50,9 @@ class Server:
         self.env.update(env)
         #: Extra `claims-realtime serve` arguments (e.g. --workers 2).
         self.args = list(args)
+        #: The program and its working directory (test_wheel: an installed copy, elsewhere).
+        self.cli = CLI
+        self.cwd: Path = ROOT
         #: What answers 200 once the server is up (the list needs a token in AUTH_MODE=jwt).
         self.ready_path = "/api/v1/realtime-subscriptions"
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,8 +64,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
-            cwd=ROOT,
+            [self.cli, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from jsonschema import Draft7Validator
@@ -36,7 +37,7 @@ from tests.asyncapi import (
     validate_connect_error,
     validate_message,
 )
-from tests.helpers import ROOT
+from tests.helpers import ROOT, assert_problem
 
 ASYNCAPI_SCHEMA = ROOT / "node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json"
 OPENAPI = ROOT / "openapi" / "claims-realtime.yaml"
@@ -383,3 +384,22 @@ def test_an_envelope_under_another_event_name_is_rejected() -> None:
     validate_message("claim_approved", payload)
     with pytest.raises(AssertionError, match="event_type"):
         validate_message("claim_rejected", payload)
+
+
+async def test_the_document_is_served_beside_the_openapi_document(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get("/api/v1/asyncapi.yaml")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/yaml"
+    assert response.content == (ROOT / "openapi" / "asyncapi.yaml").read_bytes()
+    assert yaml.safe_load(response.text)["asyncapi"] == "3.0.0"
+    head = await api.head("/api/v1/asyncapi.yaml")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(response.content))
+    refused = await api.post("/api/v1/asyncapi.yaml")
+    assert_problem(refused, 405)
+    assert refused.headers["allow"] == "GET, HEAD"
+    # The console links to it.
+    page = (await api.get("/console/")).text
+    assert 'href="../api/v1/asyncapi.yaml"' in page

@@ -11,11 +11,12 @@ import pytest
 from connexion.spec import Specification
 from jsonschema import Draft4Validator
 
-from claims_realtime.app import SPEC_DIR, SPEC_FILE
+from claims_realtime.app import SPEC_FILE
 from claims_realtime.http import accepted_fast
 from claims_realtime.patterns import RequestBodySchemaValidator
+from tests.helpers import ROOT
 
-SPEC = Specification.load(SPEC_DIR / SPEC_FILE)
+SPEC = Specification.load(ROOT / "openapi" / SPEC_FILE)
 
 
 def body_schema(path: str) -> dict[str, Any]:
