@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The fan-out benchmark (README, Benchmark); e.g. make bench BENCH_ARGS="--mode all".
+# The fan-out benchmark (docs/benchmarks.md); e.g. make bench BENCH_ARGS="--mode all".
 bench: $(STAMP) node_modules/.installed
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 

@@ -11,7 +11,8 @@
                                   └── ServiceApp  connexion.AsyncApp: the document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
-runs under uvicorn and under Schemathesis alike (see ../shared/STACK-NOTES.md).
+runs under uvicorn and under Schemathesis alike (see docs/architecture.md, "Facts about the
+stack the code relies on").
 """
 
 from __future__ import annotations
@@ -75,26 +76,13 @@ def load_spec() -> dict[str, Any]:
     return document
 
 
-#: The cyclic garbage collector's thresholds in a server process (CPython's are 700, 10, 10).
-#: Under load the server allocates thousands of short-lived objects per millisecond: at 700,
-#: many are still alive at a young collection and get promoted, so full collections came
-#: every few seconds, each scanning every socket's objects with the event loop stopped for
-#: 140-180 ms. Measured with 1,000 sockets at 2,000 deliveries/s: p99 latency 180-250 ms
-#: before, 18-20 ms after, and 25% less server CPU.
+#: The cyclic garbage collector's thresholds in a server process (CPython's are 700, 10, 10):
+#: at 700, short-lived objects under load got promoted and full collections, which stop the
+#: event loop, came every few seconds. Figures: docs/performance-log.md#interpreter-settings.
 SERVER_GC_THRESHOLDS = (10_000, 50, 10)
-#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
-#: SQLite runs in aiosqlite's thread: under load each of its hand-offs with the busy event
-#: loop waited out the interval, several per ingestion. At 8,000 deliveries/s over 1,000
-#: sockets p99 went from 60 ms to 26 ms with 0.5 ms, at no extra CPU (0.2 ms was worse
-#: then). Since events and acks skip the ASGI queues the event loop holds the GIL in longer
-#: stretches, and SQLite's thread waits for it after every statement (a transaction's wall
-#: time was twice its CPU time at 7,500 events/s): back to back, twice each, the user
-#: workload at 7,500/s had p99 42/44 ms with 0.2 ms against 55/61 ms with 0.5 ms, and the
-#: organisation workload did not move beyond noise (p99 45/52 against 29/67 ms at 10,000/s).
-#: Each forced hand-off costs CPU too (a futex wake and a thread switch): once SQLite's
-#: statement journals moved to memory (models.db, temp_store) its transactions got shorter,
-#: and back to back at 5,000/s (user) 0.2 ms cost 90.7/90.4% of a core against 75.4/85.5% with
-#: 1 ms, at no better p99 (55/49 against 28/46 ms; 5 ms: 77/82%, 58/42 ms). So 1 ms.
+#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms):
+#: SQLite's thread waits out the interval at each hand-off with the busy event loop, and each
+#: forced hand-off costs CPU; 1 ms balanced the two. Figures: same place.
 SERVER_SWITCH_INTERVAL = 0.001
 
 

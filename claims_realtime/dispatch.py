@@ -17,9 +17,8 @@ request, done once. What a request gets is unchanged; this is where its time wen
   request validator parsed and validated (`claims_realtime.http.VALIDATED_BODY`). Every
   other operation goes through Connexion's decorators as before.
 
-In-process, a 10-event ingestion batch: 2,469 Python calls before, 1,442 after; the layers
-between the outermost middleware and the handler, body parsing and validation excluded,
-0.8-1.0 ms -> 0.2-0.3 ms of CPU per request (three runs of each, alternated).
+It cut the CPU a request spends between the outermost middleware and the handler to about a
+quarter (docs/performance-log.md#requests-through-connexion).
 
 All of it rests on Connexion 3.3's internals (`FAST_PATH`): `app_class` gives Connexion's
 own `AsyncApp` instead when FAST_PATHS is off or another Connexion is installed.

@@ -1,7 +1,8 @@
 """HTTP plumbing around Connexion: operationId resolution, validators that name the bad
 field, and the single mapping from errors to `application/problem+json`.
 
-Connexion 3.3 needs three fixes here (see ../shared/STACK-NOTES.md):
+Connexion 3.3 needs three fixes here (see docs/architecture.md, "Facts about the stack the
+code relies on"):
 * a JSON body that is not UTF-8 raised UnicodeDecodeError (a 500): we answer 400;
 * parameter errors carried jsonschema's multi-line dump and no parameter name: we name it;
 * a custom validator map must be a MediaTypeDict copied from the default, or body

@@ -67,24 +67,19 @@ SQLITE_PRAGMAS: dict[str, object] = {
     "synchronous": "FULL",
     # Wait for a lock rather than failing when a second process (e.g. `migrate`) holds it.
     "busy_timeout": 5000,
-    # Every placement writes the newest index page of its channel: with 1,000 busy channels
-    # that is 4 MiB of hot pages, twice SQLite's default cache (2 MiB), so most placements
-    # read their page back from the file first (strace: ~2 preads per placement). 64 MiB.
+    # 64 MiB: each placement writes its channel's newest index page, and a thousand busy
+    # channels' pages outgrow the 2 MiB default (docs/performance-log.md#the-sqlite-connection).
     "cache_size": -65536,
     # Copy the WAL back into the database every 8,000 pages (32 MiB) rather than 1,000: a
-    # page rewritten by many commits is copied once per checkpoint, and on the organisation
-    # workload (a page per placement, ~140 per one-event commit) the default checkpointed
-    # after nearly every commit. 8,000 against 4,000: SQLite's CPU per event -6% on both
-    # workloads (record_events, three alternated pairs each); 16,000 gained no more.
+    # page rewritten by many commits is copied once per checkpoint (an organisation event
+    # writes ~140 pages, so the default checkpointed after nearly every commit).
     "wal_autocheckpoint": 8000,
     # Keep the WAL file's space between checkpoints (Tortoise sets 16 KiB: the file was
     # truncated after every checkpoint and regrown by the next commits).
     "journal_size_limit": 64 * 1024 * 1024,
-    # Keep statement and savepoint journals in memory. Every call of a group commit runs in a
-    # SAVEPOINT (models.group_commit), which copies each page it first touches to a journal;
-    # past 64 KiB SQLite spilled that journal to a temporary file: strace of the user
-    # workload showed a file created and unlinked per commit and two thirds of all pwrites
-    # going to it. In memory: -30% of SQLite's CPU per event (user shape), -25% (org).
+    # Keep statement and savepoint journals in memory: every call of a group commit runs in a
+    # SAVEPOINT (models.group_commit), whose journal past 64 KiB otherwise goes to a temporary
+    # file created and unlinked per commit.
     "temp_store": "MEMORY",
 }
 
@@ -184,15 +179,12 @@ def sql_for(connection: BaseDBAsyncClient, query: str) -> str:
     return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
 
 
-# Bulk writes as few, large statements rather than executemany: sqlite3's executemany
-# takes the GIL back for every row, and under load each handoff from the busy event loop
-# thread waits out the interpreter's switch interval (measured: 2,000 placements took up to
-# 175 ms). One statement binds its parameters, then runs without the GIL. The same holds
-# per statement: with the event loop thread kept busy, each statement of a 50-event
-# ingestion waited ~2 ms for the GIL (a worker thread against a busy main thread), so on
-# SQLite a batch is padded to one statement per table (see insert_statements) rather than
-# split into up to ten of exact power-of-two sizes. PostgreSQL keeps exact sizes: it infers
-# a parameter's type from an INSERT's target column, not through a padded SELECT.
+# Bulk writes as few, large statements rather than executemany: executemany takes the GIL
+# back for every row, while one statement binds its parameters and then runs without it, and
+# under load each hand-off from the busy event loop waits out the switch interval
+# (docs/performance-log.md#sqlite-statements). So on SQLite a batch is padded to one
+# statement per table (see insert_statements). PostgreSQL keeps exact sizes: it infers a
+# parameter's type from an INSERT's target column, not through a padded SELECT.
 #: Bound parameters per statement: SQLite allows 32,766, PostgreSQL 32,767.
 _PARAMETERS_PER_STATEMENT = 30_000
 
@@ -209,7 +201,7 @@ def chunk_sizes(count: int, largest: int, *, pad: bool = False) -> list[int]:
     Statements are built for that many rows: a handful of distinct SQL texts, each
     prepared once and then found in the connection's statement cache. A text per batch
     size missed the cache every time, and preparing a statement of a few hundred rows cost
-    ~400 us in SQLite (measured: a 300-row insert 485 us uncached, 166 us cached)."""
+    a few hundred microseconds (docs/performance-log.md#sqlite-statements)."""
     top = 1 << (max(1, largest).bit_length() - 1)
     sizes = []
     while count > 0:

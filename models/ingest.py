@@ -300,9 +300,8 @@ class _Batch:
         ]
         if dialect == "sqlite":
             # The placements are the heads (models.history.head_sql): no channel row is
-            # rewritten. That UPDATE was ~15% of SQLite's time per event (this path run
-            # standalone, old and new alternated: organisation 2,280 -> 1,929 us per
-            # one-event call, user 41 -> 34 us per event in 50-event calls).
+            # rewritten, an UPDATE that was ~15% of SQLite's time per event
+            # (docs/performance-log.md#sqlite-statements).
             return statements
         # PostgreSQL: the column stays current. The candidates' row locks serialise
         # ingestions there, and a locked row is read fresh after the wait, where a
@@ -411,9 +410,8 @@ _CANDIDATES = """
 
 #: SQLite: the candidates as one row, a JSON array of their rows. sqlite3 lets the GIL go
 #: for every row it steps to, and under load each time cost a wait for the event loop
-#: thread to give it back (a worker thread against a busy main thread: 9.8 ms to fetch 50
-#: rows one by one, 2.3 ms as one). The order within does not matter on SQLite (ORDER BY
-#: is for PostgreSQL's row locks).
+#: thread to give it back (docs/performance-log.md#sqlite-statements). The order within does
+#: not matter on SQLite (ORDER BY is for PostgreSQL's row locks).
 _CANDIDATES_AS_ONE_ROW = """
     SELECT json_group_array(json_array(
         id, subscription_type, organisation_id, user_id, event_types, head))

@@ -238,9 +238,8 @@ class Hub:
         """Accept a socket on a channel and start its replay, or raise Refusal."""
         # A bounded number at a time: they queue for the database anyway, and 1,000 clients
         # connecting at once otherwise each held a query's worth of objects at the same
-        # moment; freed, that memory stayed fragmented in the process for good (RSS per
-        # idle connection after a connect storm: 54 KB; 40 KB with this bound, as when
-        # clients connect 100 at a time; all attached as fast).
+        # moment; freed, that memory stayed fragmented in the process for good
+        # (docs/performance-log.md#the-delivery-path).
         async with self._attaching:
             channel = await Channel.get_or_none(id=channel_id)
             if channel is None:

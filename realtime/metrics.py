@@ -7,7 +7,7 @@ socket, and labelled series are bound to their children here, at import, not loo
 
 One process (`serve`): the metrics live in memory. Several (`serve --workers N`): the CLI sets
 PROMETHEUS_MULTIPROC_DIR before the workers start, prometheus-client keeps every value in a
-per-process file there, and a scrape of any worker adds up all of them (see README, Metrics).
+per-process file there, and a scrape of any worker adds up all of them (see docs/metrics.md).
 Channels by status are not kept in a process at all: the database is the only place that knows
 them for every process, so each scrape counts them there with one GROUP BY.
 """

@@ -171,7 +171,7 @@ class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(conn.data_to_send()))
         else:
             # The frame websockets would build (a server's frames are not masked), without
-            # its Frame object and checks: 0.4 against 3.1 us per event in a microbenchmark.
+            # its Frame object and checks (docs/performance-log.md#the-delivery-path).
             self.transport.write(_text_frame_header(len(payload)) + payload)
         return True
 
