@@ -38,7 +38,7 @@ run: $(STAMP)
 # docs/protocol.md), so that the fallback is proven too.
 FAST_PATHS_OFF_TESTS = $(addprefix tests/integration/,test_delivery.py test_js_client.py \
 	test_slow_consumer.py test_socket_fuzz.py test_crash.py test_protocol_conformance.py \
-	test_protocol_conformance_socketio.py)
+	test_protocol_conformance_socketio.py test_silent_connections.py test_log_secrets.py)
 test: $(STAMP) node_modules/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
