@@ -44,6 +44,7 @@ from starlette.types import Scope
 from claims_realtime.models.db import database_unavailable
 from claims_realtime.models.errors import DomainError
 from claims_realtime.patterns import ParameterSchemaValidator, RequestBodySchemaValidator
+from claims_realtime.static import method_not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -345,13 +346,8 @@ class MethodGuard:
 
     @staticmethod
     async def _method_not_allowed(method: str, allowed: list[str], send: t.Any) -> None:
-        problem_ = {
-            "type": "about:blank",
-            "title": "Method Not Allowed",
-            "status": 405,
-            "detail": f"{method} is not allowed here; allowed: {', '.join(allowed)}.",
-        }
-        await _send_problem(send, problem_, [(b"allow", ", ".join(allowed).encode())])
+        problem_, allow = method_not_allowed(method, allowed)
+        await _send_problem(send, problem_, [(b"allow", allow.encode())])
 
     @staticmethod
     async def _unroutable(name: str, value: str, send: t.Any) -> None:

@@ -8,13 +8,12 @@ the limit per window, still a bound.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from claims_realtime.models.credentials import hash_secret, new_token
+from claims_realtime.models.credentials import new_token, secret_matches
 from claims_realtime.models.errors import TooManyAttempts
 from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.settings import Settings
@@ -79,7 +78,7 @@ def admit_publisher_key(
             "retry after the time in Retry-After.",
             failures.retry_after(address),
         )
-    if hmac.compare_digest(hash_secret(api_key), key_hash):
+    if secret_matches(api_key, key_hash):
         return True
     failures.failed(address)
     return False

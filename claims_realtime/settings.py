@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from claims_realtime.models.roles import DEFAULT_COORDINATOR_ROLES
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -138,7 +140,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     #: Roles in an organisation that may own organisation channels.
-    jwt_coordinator_roles: tuple[str, ...] = ("coordinator", "admin")
+    jwt_coordinator_roles: tuple[str, ...] = DEFAULT_COORDINATOR_ROLES
     #: Browser origins allowed to call the API and open sockets (empty: same origin only).
     cors_allowed_origins: tuple[str, ...] = ()
     #: `text` (human-readable lines) or `json` (one JSON object per line).
@@ -151,7 +153,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from `env` (default: `os.environ`)."""
         env = os.environ if env is None else env
-        data_dir = Path(env.get("DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
+        # Each default is the field's own: written once, in the class above.
+        default: dict[str, Any] = {field.name: field.default for field in fields(cls)}
+        data_dir = Path(env.get("DATA_DIR", "").strip() or default["data_dir"])
         database_url = env.get("DATABASE_URL", "").strip() or default_database_url(data_dir)
         public_url = env.get("PUBLIC_URL", "").strip().rstrip("/") or None
         if public_url and public_url.split("://", 1)[0] not in ("http", "https", "ws", "wss"):
@@ -161,40 +165,56 @@ class Settings:
         return cls(
             database_url=database_url,
             redis_url=env.get("REDIS_URL", "").strip() or None,
-            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+            database_pool_size=_int(
+                env, "DATABASE_POOL_SIZE", default["database_pool_size"], minimum=1
+            ),
             public_url=public_url,
-            log_level=env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            log_level=env.get("LOG_LEVEL", "").strip().upper() or default["log_level"],
             data_dir=data_dir,
             publisher_key=_publisher_key(env),
-            history_max_events=_int(env, "HISTORY_MAX_EVENTS", 10_000, minimum=1),
-            history_ttl_seconds=_duration(env, "HISTORY_TTL", 7 * 86400.0),
-            node_heartbeat_seconds=_duration(env, "NODE_HEARTBEAT", 5.0),
-            node_stale_seconds=_duration(env, "NODE_STALE_AFTER", 20.0),
+            history_max_events=_int(
+                env, "HISTORY_MAX_EVENTS", default["history_max_events"], minimum=1
+            ),
+            history_ttl_seconds=_duration(env, "HISTORY_TTL", default["history_ttl_seconds"]),
+            node_heartbeat_seconds=_duration(
+                env, "NODE_HEARTBEAT", default["node_heartbeat_seconds"]
+            ),
+            node_stale_seconds=_duration(env, "NODE_STALE_AFTER", default["node_stale_seconds"]),
             max_request_bytes=_int(
-                env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=MIN_REQUEST_BYTES
+                env, "MAX_REQUEST_BYTES", default["max_request_bytes"], minimum=MIN_REQUEST_BYTES
             ),
             max_header_bytes=_int(
-                env, "MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, minimum=MIN_HEADER_BYTES
+                env, "MAX_HEADER_BYTES", default["max_header_bytes"], minimum=MIN_HEADER_BYTES
             ),
             max_header_count=_int(
-                env, "MAX_HEADER_COUNT", DEFAULT_MAX_HEADER_COUNT, minimum=MIN_HEADER_COUNT
+                env, "MAX_HEADER_COUNT", default["max_header_count"], minimum=MIN_HEADER_COUNT
             ),
             ping_interval_seconds=_duration(
-                env, "PING_INTERVAL", DEFAULT_PING_INTERVAL, minimum=MIN_PING_SECONDS
+                env, "PING_INTERVAL", default["ping_interval_seconds"], minimum=MIN_PING_SECONDS
             ),
             ping_timeout_seconds=_duration(
-                env, "PING_TIMEOUT", DEFAULT_PING_TIMEOUT, minimum=MIN_PING_SECONDS
+                env, "PING_TIMEOUT", default["ping_timeout_seconds"], minimum=MIN_PING_SECONDS
             ),
-            max_channels_per_user=_int(env, "MAX_CHANNELS_PER_USER", 100),
-            connect_failure_limit=_int(env, "CONNECT_FAILURE_LIMIT", 20),
-            connect_failure_window_seconds=_duration(env, "CONNECT_FAILURE_WINDOW", 60.0),
-            publisher_key_failure_limit=_int(env, "PUBLISHER_KEY_FAILURE_LIMIT", 20),
+            max_channels_per_user=_int(
+                env, "MAX_CHANNELS_PER_USER", default["max_channels_per_user"]
+            ),
+            connect_failure_limit=_int(
+                env, "CONNECT_FAILURE_LIMIT", default["connect_failure_limit"]
+            ),
+            connect_failure_window_seconds=_duration(
+                env, "CONNECT_FAILURE_WINDOW", default["connect_failure_window_seconds"]
+            ),
+            publisher_key_failure_limit=_int(
+                env, "PUBLISHER_KEY_FAILURE_LIMIT", default["publisher_key_failure_limit"]
+            ),
             publisher_key_failure_window_seconds=_duration(
-                env, "PUBLISHER_KEY_FAILURE_WINDOW", 60.0
+                env, "PUBLISHER_KEY_FAILURE_WINDOW", default["publisher_key_failure_window_seconds"]
             ),
-            max_socket_backlog=_int(env, "MAX_SOCKET_BACKLOG", 10_000, minimum=100),
-            fast_paths=_on_off(env, "FAST_PATHS", True),
-            **_access_settings(env),
+            max_socket_backlog=_int(
+                env, "MAX_SOCKET_BACKLOG", default["max_socket_backlog"], minimum=100
+            ),
+            fast_paths=_on_off(env, "FAST_PATHS", default["fast_paths"]),
+            **_access_settings(env, default),
         )
 
     def with_defaults(self) -> Settings:
@@ -243,9 +263,10 @@ def _pem(env: Mapping[str, str], name: str) -> str | None:
     return path.read_text()
 
 
-def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """AUTH_MODE and JWT_*, CORS_ALLOWED_ORIGINS and LOG_FORMAT, checked together."""
-    auth_mode = env.get("AUTH_MODE", "").strip().lower() or "public"
+def _access_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dict[str, Any]:
+    """AUTH_MODE and JWT_*, CORS_ALLOWED_ORIGINS and LOG_FORMAT, checked together
+    (`default`: the Settings fields' defaults, by field name)."""
+    auth_mode = env.get("AUTH_MODE", "").strip().lower() or default["auth_mode"]
     if auth_mode not in AUTH_MODES:
         raise ValueError(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}")
     secret = env.get("JWT_SECRET", "").strip() or None
@@ -255,7 +276,7 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
             raise ValueError("AUTH_MODE=jwt needs exactly one of JWT_SECRET or JWT_PUBLIC_KEY")
         if secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ValueError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long")
-    roles = _list(env, "JWT_COORDINATOR_ROLES") or ("coordinator", "admin")
+    roles = _list(env, "JWT_COORDINATOR_ROLES") or default["jwt_coordinator_roles"]
     origins = _list(env, "CORS_ALLOWED_ORIGINS")
     for origin in origins:
         if origin != "*" and not _ORIGIN.fullmatch(origin):
@@ -263,7 +284,7 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
                 "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com "
                 f"(scheme and host, no path) or *, got {origin!r}"
             )
-    log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or default["log_format"]
     if log_format not in LOG_FORMATS:
         raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     return {

@@ -16,6 +16,7 @@ from typing import Any
 from connexion import request
 
 from claims_realtime.realtime import metrics
+from claims_realtime.static import method_not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ class MetricsRoute:
     @staticmethod
     async def _scrape(method: str, send: Any, engine_sessions: int | None) -> None:
         if method not in ALLOWED:
-            await _respond(send, 405, _not_allowed(method), "application/problem+json")
+            problem, allow = method_not_allowed(method, ALLOWED)
+            body = json.dumps(problem).encode()
+            await _respond(send, 405, body, "application/problem+json", allow=allow)
             return
         try:
             counts = await metrics.channel_counts()
@@ -64,25 +67,21 @@ class MetricsRoute:
         await _respond(send, 200, sent, metrics.CONTENT_TYPE, len(body))
 
 
-def _not_allowed(method: str) -> bytes:
-    problem = {
-        "type": "about:blank",
-        "title": "Method Not Allowed",
-        "status": 405,
-        "detail": f"{method} is not allowed here; allowed: {', '.join(ALLOWED)}.",
-    }
-    return json.dumps(problem).encode()
-
-
 async def _respond(
-    send: Any, status: int, body: bytes, content_type: str, length: int | None = None
+    send: Any,
+    status: int,
+    body: bytes,
+    content_type: str,
+    length: int | None = None,
+    *,
+    allow: str | None = None,
 ) -> None:
     headers = [
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body) if length is None else length).encode()),
         (b"cache-control", b"no-store"),
     ]
-    if status == 405:
-        headers.append((b"allow", ", ".join(ALLOWED).encode()))
+    if allow is not None:
+        headers.append((b"allow", allow.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field, replace
 
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.errors import ChannelNotFound, Forbidden
+from claims_realtime.models.roles import DEFAULT_COORDINATOR_ROLES
 from claims_realtime.models.subscriptions import ChannelFilter, find_channel
-
-#: Roles that may own organisation channels unless configured otherwise.
-DEFAULT_COORDINATOR_ROLES: tuple[str, ...] = ("coordinator", "admin")
 
 
 @dataclass(frozen=True)

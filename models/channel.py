@@ -77,6 +77,3 @@ class Channel(Model):
         if self.delivered_sequence is not None:
             return int(self.delivered_sequence)
         return 0
-
-    def receives(self, event_type: str) -> bool:
-        return event_type in self.event_types

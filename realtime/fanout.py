@@ -121,9 +121,6 @@ class Fanout:
     def has_subscribers(self, channel_id: str) -> bool:
         return bool(self._channels.get(channel_id))
 
-    def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._channels.values())
-
     def is_closed(self, channel_id: str) -> bool:
         return channel_id in self._closed
 
@@ -192,13 +189,10 @@ class Fanout:
 
     # -- delivery -------------------------------------------------------------------------
 
-    def deliver(self, channel_id: str, entries: Entries) -> None:
-        """Write newly recorded events of a channel to its local sockets."""
-        self.deliver_all({channel_id: entries})
-
     def deliver_all(self, per_channel: Mapping[str, Entries]) -> None:
-        """`deliver` for several channels, counted once (a metric update takes a lock: one
-        per channel was ~1% of the event loop on the user workload, one event per channel)."""
+        """Write newly recorded events of each channel to its local sockets, counted once (a
+        metric update takes a lock: one per channel was ~1% of the event loop on the user
+        workload, one event per channel)."""
         written = 0
         for channel_id, entries in per_channel.items():
             written += self._deliver(channel_id, entries)

@@ -52,11 +52,6 @@ def event_body(event: ClaimEvent | NewEvent) -> dict[str, Any]:
     }
 
 
-def envelope(channel_id: str, sequence: int, body: dict[str, Any]) -> dict[str, Any]:
-    """`{channel_id, sequence, event_id, event_type, ...}` as the AsyncAPI document says."""
-    return {"channel_id": channel_id, "sequence": sequence, **body}
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
     """An event body serialised once, to be stamped with each channel's id and sequence."""

@@ -50,6 +50,14 @@ def _format_checker() -> FormatChecker:
 FORMAT_CHECKER = _format_checker()
 
 
+def envelope(channel_id: str, sequence: int, body: dict[str, Any]) -> dict[str, Any]:
+    """`{channel_id, sequence, event_id, event_type, ...}` as the AsyncAPI document says: an
+    event body (`realtime.protocol.event_body`) stamped with its channel and sequence, the
+    object the server's packets carry (`realtime.protocol.event_packet` builds them by
+    concatenation; tests/unit/test_protocol.py checks the two agree)."""
+    return {"channel_id": channel_id, "sequence": sequence, **body}
+
+
 @functools.cache
 def load_asyncapi() -> dict[str, Any]:
     """The parsed AsyncAPI document (cached: do not mutate it)."""

@@ -19,7 +19,6 @@ from claims_realtime.models.channel import ALL_EVENT_TYPES
 from claims_realtime.models.event import ClaimEvent
 from claims_realtime.realtime.protocol import (
     channel_id_of,
-    envelope,
     event_body,
     event_packet,
     namespace_of,
@@ -28,6 +27,7 @@ from claims_realtime.realtime.protocol import (
 from tests.asyncapi import (
     FORMAT_CHECKER,
     component_schema,
+    envelope,
     is_date_time,
     load_asyncapi,
     message_schema,

@@ -75,15 +75,15 @@ async def test_a_connection_past_the_bound_is_dropped_once_and_its_queue_freed(
     socket = attach(fanout, server, "a", cursor=0, head=0)
     await live(fanout, "a")
     socket.queue.get_nowait()  # the recovery message was read
-    fanout.deliver(CHANNEL, history.commit(1, 2))
+    fanout.deliver_all({CHANNEL: history.commit(1, 2)})
     fanout.confirm("a", CHANNEL, 2)
     fanout.take_positions()  # written back already
     # The client stops reading: the queue fills to the bound, then the next write drops it.
-    fanout.deliver(CHANNEL, history.commit(*range(3, 3 + BACKLOG + 5)))
+    fanout.deliver_all({CHANNEL: history.commit(*range(3, 3 + BACKLOG + 5))})
     assert fanout.slow_consumer_drops == 1
     assert socket.queue.qsize() == 0  # what it would never read is not kept
     assert fanout.subscriber("a", CHANNEL).dropped  # type: ignore[union-attr]
-    fanout.deliver(CHANNEL, history.commit(100))  # nothing more is written to it
+    fanout.deliver_all({CHANNEL: history.commit(100)})  # nothing more is written to it
     assert socket.queue.qsize() == 0 and fanout.slow_consumer_drops == 1
     await asyncio.sleep(0)
     assert len(socket.closes) == 1 and socket.closes[0]["abort"] is True

@@ -127,7 +127,7 @@ async def test_recovery_first_then_history_after_cursor_then_live(fanout, server
     history.commit(1, 2, 3, 4, 5, 6, 7)  # more than one page (page_size=3)
     socket = attach(fanout, server, "a", cursor=2, head=7)
     await settle(fanout)
-    fanout.deliver(CHANNEL, history.commit(8))
+    fanout.deliver_all({CHANNEL: history.commit(8)})
     received = socket.received()
     assert received[0] == ("recovery", {"cursor": 2})
     assert sequences(received) == [3, 4, 5, 6, 7, 8]
@@ -140,12 +140,12 @@ async def test_events_committed_during_replay_are_neither_lost_nor_repeated(
     history.gate = asyncio.Event()
     socket = attach(fanout, server, "a", cursor=0, head=2)
     await asyncio.sleep(0.01)  # the replay read has its snapshot (1, 2) and is held
-    fanout.deliver(CHANNEL, history.commit(3))  # live while replaying: left to the replay
-    fanout.deliver(CHANNEL, history.commit(4))
+    fanout.deliver_all({CHANNEL: history.commit(3)})  # live while replaying: left to the replay
+    fanout.deliver_all({CHANNEL: history.commit(4)})
     history.gate.set()
     history.gate = None
     await settle(fanout)
-    fanout.deliver(CHANNEL, history.commit(5))  # live again
+    fanout.deliver_all({CHANNEL: history.commit(5)})  # live again
     assert sequences(socket.received()) == [1, 2, 3, 4, 5]
     assert server.disconnected == []
 
@@ -157,7 +157,7 @@ async def test_commit_announced_while_last_read_was_in_flight_is_read_again(
     socket = attach(fanout, server, "a", cursor=1, head=1)
     history.gate = asyncio.Event()
     await asyncio.sleep(0.01)  # replay's read found nothing after 1 and is held
-    fanout.deliver(CHANNEL, history.commit(2))  # announced after that read's snapshot
+    fanout.deliver_all({CHANNEL: history.commit(2)})  # announced after that read's snapshot
     history.gate.set()
     history.gate = None
     await settle(fanout)
@@ -169,8 +169,8 @@ async def test_out_of_order_announcements_fall_back_to_history(fanout, server, h
     socket = attach(fanout, server, "a", cursor=0, head=0)
     await settle(fanout)
     two = history.commit(1, 2)
-    fanout.deliver(CHANNEL, [two[1]])  # 2 announced before 1: a gap
-    fanout.deliver(CHANNEL, [two[0]])
+    fanout.deliver_all({CHANNEL: [two[1]]})  # 2 announced before 1: a gap
+    fanout.deliver_all({CHANNEL: [two[0]]})
     await settle(fanout)
     assert sequences(socket.received()) == [1, 2]
     assert server.disconnected == []
@@ -180,8 +180,8 @@ async def test_already_delivered_sequences_are_not_written_twice(fanout, server,
     socket = attach(fanout, server, "a", cursor=0, head=0)
     await settle(fanout)
     entries = history.commit(1, 2)
-    fanout.deliver(CHANNEL, entries)
-    fanout.deliver(CHANNEL, entries)
+    fanout.deliver_all({CHANNEL: entries})
+    fanout.deliver_all({CHANNEL: entries})
     assert sequences(socket.received()) == [1, 2]
 
 
@@ -190,7 +190,7 @@ async def test_each_socket_of_a_channel_has_its_own_cursor(fanout, server, histo
     behind = attach(fanout, server, "a", cursor=0, head=3)
     ahead = attach(fanout, server, "b", cursor=3, head=3)
     await settle(fanout)
-    fanout.deliver(CHANNEL, history.commit(4))
+    fanout.deliver_all({CHANNEL: history.commit(4)})
     assert sequences(behind.received()) == [1, 2, 3, 4]
     assert sequences(ahead.received()) == [4]
 
@@ -256,5 +256,5 @@ async def test_write_to_a_closed_socket_does_not_advance_its_cursor(fanout, serv
     socket = attach(fanout, server, "a", cursor=0, head=0)
     await settle(fanout)
     socket.closed = True
-    fanout.deliver(CHANNEL, history.commit(1))
+    fanout.deliver_all({CHANNEL: history.commit(1)})
     assert fanout.subscriber("a", CHANNEL).cursor == 0  # type: ignore[union-attr]

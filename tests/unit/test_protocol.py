@@ -11,12 +11,12 @@ from socketio import packet
 
 from claims_realtime.models.event import NewEvent
 from claims_realtime.realtime.protocol import (
-    envelope,
     event_packet,
     namespace_of,
     prepare,
     prepare_new,
 )
+from tests.asyncapi import envelope
 
 BODIES: list[dict[str, Any]] = [
     {
