@@ -7,7 +7,9 @@ run (and dropped after it) instead of SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,7 @@ from claims_realtime.settings import Settings
 from tests import services
 from tests.helpers import PUBLISHER_KEY
 from tests.server import Server
+from tests.tokens import JWT_SECRET
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -86,14 +89,29 @@ async def db(database_url: str) -> AsyncIterator[None]:
         await close_database()
 
 
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a fresh app in-process (lifespan included)."""
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh app built from `settings`, in-process (lifespan
+    included)."""
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh app in-process (lifespan included)."""
+    async with in_process(settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def jwt_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The same in AUTH_MODE=jwt with the tests' HS256 secret (tests.tokens)."""
+    async with in_process(replace(settings, auth_mode="jwt", jwt_secret=JWT_SECRET)) as client:
+        yield client
 
 
 def _server_env(postgres_url: str | None) -> dict[str, str]:

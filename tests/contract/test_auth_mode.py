@@ -7,7 +7,6 @@ Callers in these tests:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -33,15 +32,6 @@ SECURED = [
 ]
 secured = pytest.mark.parametrize(("method", "path"), SECURED)
 base_paths = pytest.mark.parametrize("base", BASE_PATHS, ids=["canonical", "contract"])
-
-
-@pytest.fixture
-async def jwt_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(replace(settings, auth_mode="jwt", jwt_secret=JWT_SECRET))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
 
 
 def body_for(path: str) -> dict[str, Any] | None:

@@ -10,22 +10,17 @@ A bearer token's `sub` so spoiled is a 401 (the token is refused; tests/unit/tes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from claims_realtime.app import create_app
 from claims_realtime.logs import RequestId
 from claims_realtime.patterns import ecma_pattern, ecma_regex
 from claims_realtime.realtime.protocol import channel_id_of
-from claims_realtime.settings import Settings
 from tests.helpers import PUBLISHER_KEY, assert_problem
-from tests.tokens import JWT_SECRET, bearer, make_token
+from tests.tokens import bearer, make_token
 
 SUBSCRIPTIONS = "/api/v1/realtime-subscriptions"
 EVENTS = "/api/v1/claim-events"
@@ -220,15 +215,6 @@ async def test_plain_list_filter_is_accepted(api: httpx.AsyncClient, field: str)
 
 
 # -- JWT sub (AUTH_MODE=jwt) -------------------------------------------------------------------
-
-
-@pytest.fixture
-async def jwt_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(replace(settings, auth_mode="jwt", jwt_secret=JWT_SECRET))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
 
 
 @spoilers
