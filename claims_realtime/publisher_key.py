@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from claims_realtime.models.credentials import new_token, secret_matches
 from claims_realtime.models.errors import TooManyAttempts
@@ -54,13 +53,6 @@ def publisher_key_failures(settings: Settings) -> FailureLimiter:
     return FailureLimiter(
         settings.publisher_key_failure_limit, settings.publisher_key_failure_window_seconds
     )
-
-
-def scope_client_address(scope: Any) -> str:
-    """The peer's address from an ASGI HTTP scope (after uvicorn's --proxy-headers, when
-    behind a trusted proxy); the port is left out: each connection has its own."""
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 def admit_publisher_key(

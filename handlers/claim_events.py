@@ -9,7 +9,8 @@ from connexion.lifecycle import ConnexionRequest
 from claims_realtime.handlers import app_state
 from claims_realtime.handlers.metrics import request_received_at
 from claims_realtime.handlers.representations import Reply, publish_result, reply
-from claims_realtime.publisher_key import admit_publisher_key, scope_client_address
+from claims_realtime.publisher_key import admit_publisher_key
+from claims_realtime.realtime.limits import scope_address
 
 
 def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, Any] | None:
@@ -17,7 +18,7 @@ def check_publisher_key(api_key: str, request: ConnexionRequest) -> dict[str, An
     429 for an address with too many wrong keys lately."""
     state = request.state
     failures = state.publisher_key_failures
-    address = scope_client_address(request.scope)
+    address = scope_address(request.scope) or "unknown"
     if admit_publisher_key(api_key, state.publisher_key_hash, failures, address):
         return {"sub": "publisher"}
     return None

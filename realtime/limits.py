@@ -127,12 +127,15 @@ class Misbehaviour:
         return connection in self._noted
 
 
+def scope_address(scope: Any) -> str | None:
+    """The peer's address from an ASGI scope (after uvicorn's --proxy-headers when behind a
+    trusted proxy); the port is left out: each connection has its own."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 def client_address(environ: dict[str, Any]) -> str:
     """The peer's address from an Engine.IO environ (python-engineio's ASGI driver fixes
-    REMOTE_ADDR at 127.0.0.1; the ASGI scope has the real one, after uvicorn's
-    --proxy-headers when behind a trusted proxy)."""
-    scope = environ.get("asgi.scope") or {}
-    client = scope.get("client")
-    if client:
-        return str(client[0])
-    return str(environ.get("REMOTE_ADDR") or "unknown")
+    REMOTE_ADDR at 127.0.0.1; the ASGI scope has the real one)."""
+    address = scope_address(environ.get("asgi.scope") or {})
+    return address or str(environ.get("REMOTE_ADDR") or "unknown")
