@@ -53,9 +53,7 @@ class Channel(Model):
     closed_at = fields.DatetimeField(null=True)
     reconnected_at = fields.DatetimeField(null=True)
     last_event_at = fields.DatetimeField(null=True)
-    #: Sequence of the newest event recorded on the channel (0 before the first). As
-    #: loaded it may lag on SQLite: models.history.with_current_heads sets it, and
-    #: last_event_at, from the history (see models.history.head_sql).
+    #: Sequence of the newest event recorded on the channel (0 before the first).
     head_sequence = fields.BigIntField(default=0)
     #: Highest sequence the client confirmed (ack), if it ever did.
     confirmed_sequence = fields.BigIntField(null=True)

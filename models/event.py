@@ -27,7 +27,7 @@ class ClaimEvent(Model):
     recorded_at = fields.DatetimeField(db_index=True)
     data: dict[str, Any] = JSONTextField(default=dict)
     #: SHA-256 of the event as submitted: a retry must match it to count as a duplicate.
-    #: Empty when the server assigned the id (models.ingest.NO_FINGERPRINT).
+    #: Empty when the server assigned the id (models.submission.NO_FINGERPRINT).
     fingerprint = fields.CharField(max_length=64)
     #: How many channels recorded it (answered again to a duplicate submission).
     channel_count = fields.IntField(default=0)

@@ -4,24 +4,17 @@ channel's delivery positions and status."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise import connections
+from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
-from claims_realtime.models.db import (
-    dialect,
-    execute_in_transaction,
-    lock_rows_statement,
-    sql_for,
-    update_statements,
-)
 from claims_realtime.models.event import ChannelEvent
 
 
@@ -69,77 +62,20 @@ async def read_after(
     )
 
 
-def head_sql(dialect: str, channel: str = "c") -> str:
-    """SQL for the head sequence of the channel row aliased `channel`.
-
-    On SQLite a channel's head is its newest placement's sequence: history keeps every
-    channel's newest placement whatever its age (see `prune`), so no column needs
-    rewriting by every ingestion, which cost a channel row per channel per batch
-    (models.ingest). The `head_sequence` column still counts there as a floor: the head of
-    a channel whose every placement was pruned before history kept the newest one. On
-    PostgreSQL ingestion keeps the column current (its row lock is what serialises
-    concurrent ingestions), so the column is the head."""
-    if dialect != "sqlite":
-        return f"{channel}.head_sequence"
-    newest = f"(SELECT max(ce.sequence) FROM channel_event ce WHERE ce.channel_id = {channel}.id)"
-    return f"max({channel}.head_sequence, coalesce({newest}, 0))"
-
-
-def last_event_sql(dialect: str, channel: str = "c") -> str:
-    """SQL for when the newest event of the channel row aliased `channel` was recorded
-    (as `head_sql`: on SQLite from the newest placement, on PostgreSQL the column)."""
-    if dialect != "sqlite":
-        return f"{channel}.last_event_at"
-    return (
-        "coalesce((SELECT ce.recorded_at FROM channel_event ce "
-        f"WHERE ce.channel_id = {channel}.id ORDER BY ce.sequence DESC LIMIT 1), "
-        f"{channel}.last_event_at)"
-    )
-
-
 #: Channels per query when reading heads (bound parameters stay well under any limit).
 _HEADS_CHUNK = 500
 
 
 async def heads(channel_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
-    """(head sequence, closed_at) of each channel."""
-    return {cid: (head, closed) for cid, (head, _, closed) in (await _heads(channel_ids)).items()}
-
-
-async def with_current_heads(channels: Sequence[Channel]) -> None:
-    """Set the `head_sequence` and `last_event_at` of channels just loaded to what their
-    history says: on SQLite the columns may lag (see `head_sql`); on PostgreSQL they are
-    current as loaded, and nothing is read again."""
-    if not channels or connections.get("default").capabilities.dialect != "sqlite":
-        return
-    current = await _heads([channel.id for channel in channels])
-    for channel in channels:
-        if channel.id in current:  # (channels are closed, never deleted)
-            channel.head_sequence, channel.last_event_at, _ = current[channel.id]
-
-
-async def _heads(
-    channel_ids: Sequence[str],
-) -> dict[str, tuple[int, datetime | None, datetime | None]]:
-    """(head sequence, last_event_at, closed_at) of each channel that exists."""
-    connection = connections.get("default")
-    sql = connection.capabilities.dialect
-    as_time = Channel._meta.fields_map["last_event_at"].to_python_value  # a DatetimeField
-    found: dict[str, tuple[int, datetime | None, datetime | None]] = {}
+    """(head sequence, closed_at) of each channel that exists."""
+    found: dict[str, tuple[int, datetime | None]] = {}
     ids = list(dict.fromkeys(channel_ids))
     for start in range(0, len(ids), _HEADS_CHUNK):
-        chunk = ids[start : start + _HEADS_CHUNK]
-        query = sql_for(
-            connection,
-            f"SELECT c.id, {head_sql(sql)}, {last_event_sql(sql)}, c.closed_at FROM channel c "
-            f"WHERE c.id IN ({', '.join('?' * len(chunk))})",
+        rows = await Channel.filter(id__in=ids[start : start + _HEADS_CHUNK]).values_list(
+            "id", "head_sequence", "closed_at"
         )
-        _, rows = await connection.execute_query(query, chunk)
-        for row in rows:
-            # A sqlite3.Row unpacks to its values; asyncpg's Record (like a dict) gives
-            # them by .values().
-            cid, head, last, closed = row if isinstance(row, sqlite3.Row) else row.values()
-            found[str(cid)] = (int(head), as_time(last), as_time(closed))
+        for cid, head, closed in rows:
+            found[str(cid)] = (int(head), closed)
     return found
 
 
@@ -149,18 +85,19 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
     confirmed = {cid: c for cid, (_, c) in positions.items() if c is not None}
     if not delivered and not confirmed:
         return
-    sql = dialect()
+    backend = current()
     statements = [
-        statement
-        for column, values in (
-            ("delivered_sequence", delivered),
-            ("confirmed_sequence", confirmed),
-        )
-        for statement in update_statements(sql, "channel", column, values, forward_only=True)
+        *backend.lock_rows("channel", [*delivered, *confirmed]),
+        *(
+            statement
+            for column, values in (
+                ("delivered_sequence", delivered),
+                ("confirmed_sequence", confirmed),
+            )
+            for statement in backend.update_statements("channel", column, values, forward_only=True)
+        ),
     ]
-    if sql != "sqlite":  # (SQLite has one writer at a time: nothing to order)
-        statements.insert(0, lock_rows_statement("channel", [*delivered, *confirmed]))
-    await execute_in_transaction(statements)
+    await backend.execute_in_transaction(statements)
 
 
 #: Rows one prune statement deletes at most: a backlog (the first prune after a long stop)
@@ -174,13 +111,14 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
 
     Reads already ignore what lies beyond the bounds, so this only reclaims space.
     """
-    connection = connections.get("default")
-    cutoff = ChannelEvent._meta.fields_map["recorded_at"].to_db_value(
-        retention.cutoff(), ChannelEvent
-    )
-    # Each channel's newest placement stays, however old: it is the channel's head (see
-    # head_sql). Reads stop at the cutoff, so a client never sees it.
+    backend = current()
+    connection = Tortoise.get_connection("default")
+    cutoff = backend.bind_time(retention.cutoff())
+    # Each channel's newest placement stays, however old, as before the heads were kept in
+    # the channel row: prune removes no more than it did. Reads stop at the cutoff, so no
+    # client sees it.
     expired = await _delete_in_chunks(
+        backend,
         connection,
         "channel_event",
         "id",
@@ -190,6 +128,7 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
         chunk,
     )
     await _delete_in_chunks(
+        backend,
         connection,
         "claim_event",
         "event_id",
@@ -197,20 +136,18 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
         [cutoff],
         chunk,
     )
-    # max_events is an int from settings: formatting it in is safe and dialect-neutral.
+    # max_events is an int from settings: formatting it in is safe on any database.
     # Driven from the channels that have more than that, each one's placements found by
     # (channel_id, sequence): joined the other way round, SQLite read the whole history's
     # index every run, with the writers waiting.
-    # (MATERIALIZED: each channel's head worked out once, not once per placement joined.)
     keep = int(retention.max_events)
-    head = head_sql(connection.capabilities.dialect)
     overflow = await _delete_in_chunks(
+        backend,
         connection,
         "channel_event",
         "id",
-        f"WITH h AS MATERIALIZED (SELECT c.id, {head} AS head FROM channel c) "
-        "SELECT ce.id FROM h JOIN channel_event ce ON ce.channel_id = h.id "
-        f"WHERE h.head > {keep} AND ce.sequence <= h.head - {keep}",
+        "SELECT ce.id FROM channel c JOIN channel_event ce ON ce.channel_id = c.id "
+        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep}",
         [],
         chunk,
     )
@@ -218,6 +155,7 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
 
 
 async def _delete_in_chunks(
+    backend: Backend,
     connection: BaseDBAsyncClient,
     table: str,
     key: str,
@@ -226,9 +164,7 @@ async def _delete_in_chunks(
     chunk: int,
 ) -> int:
     """DELETE the rows `selection` picks (their `key`), `chunk` at a time; answer how many."""
-    query = sql_for(
-        connection, f"DELETE FROM {table} WHERE {key} IN ({selection} LIMIT {int(chunk)})"
-    )
+    query = backend.sql(f"DELETE FROM {table} WHERE {key} IN ({selection} LIMIT {int(chunk)})")
     removed = 0
     while True:
         count, _ = await connection.execute_query(query, parameters)

@@ -4,35 +4,23 @@ all in one transaction, committed before anyone is told it was accepted."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
+from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.credentials import new_event_ids
-from claims_realtime.models.db import (
-    Statement,
-    dialect,
-    execute_all,
-    insert_statements,
-    is_transient_conflict,
-    padded,
-    sql_for,
-    update_statements,
-)
-from claims_realtime.models.errors import EventIdConflict, InvalidInput
-from claims_realtime.models.event import ClaimEvent, NewEvent
-from claims_realtime.models.group_commit import sqlite_group_transaction
-from claims_realtime.models.history import head_sql
+from claims_realtime.models.errors import EventIdConflict
+from claims_realtime.models.event import NewEvent
+from claims_realtime.models.fields import python_time
+from claims_realtime.models.sql import Script, Select, Statement, padded
+from claims_realtime.models.submission import new_event
 
 _ATTEMPTS = 3
 _EVENT_COLUMNS = (
@@ -75,73 +63,6 @@ class Recorded:
         return int(self.event.channel_count)
 
 
-#: json.dumps with these options builds an encoder per call: built once here (same output).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-#: The fingerprint of an event whose id the server assigned. A submission naming that id
-#: later is never the same submission (the first named none), so it is an EventIdConflict
-#: either way; not working one out saves the canonical JSON of every such event and its
-#: hash (py-spy, user workload at 5,000 deliveries/s: 5% of the GIL's samples).
-NO_FINGERPRINT = ""
-
-
-def _fingerprint(submitted: Mapping[str, Any]) -> str:
-    if not submitted.get("event_id"):
-        return NO_FINGERPRINT
-    canonical = _CANONICAL.encode(submitted)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _parse_time(value: str, field: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(field, f"{field}: {value!r} is not an RFC 3339 date-time") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(field, f"{field}: {value!r} has no UTC offset")
-    return moment.astimezone(UTC)
-
-
-def _data_json(data: Any, field: str, max_data_bytes: int) -> str:
-    """`data` as stored (compact ASCII JSON), or InvalidInput if its UTF-8 JSON is too big."""
-    text = _COMPACT.encode(data)
-    # Without \u escapes the ASCII text is the UTF-8 text: its length is the size.
-    size = (
-        len(text)
-        if "\\u" not in text
-        else len(_COMPACT_UTF8.encode(data).encode("utf-8", "surrogatepass"))
-    )
-    if size > max_data_bytes:
-        raise InvalidInput(
-            f"{field}data", f"{field}data is larger than {max_data_bytes} bytes of JSON"
-        )
-    return text
-
-
-def _new_event(
-    submitted: Mapping[str, Any], field: str, *, now: datetime, max_data_bytes: int, event_id: str
-) -> NewEvent:
-    data = submitted.get("data") or {}
-    data_json = _data_json(data, field, max_data_bytes)
-    occurred = submitted.get("occurred_at")
-    return NewEvent(
-        event_id=event_id,
-        event_type=submitted["event_type"],
-        claim_id=submitted["claim_id"],
-        organisation_id=submitted["organisation_id"],
-        user_id=submitted["user_id"],
-        actor_id=submitted.get("actor_id"),
-        occurred_at=_parse_time(occurred, f"{field}occurred_at") if occurred else now,
-        recorded_at=now,
-        data=data,
-        data_json=data_json,
-        fingerprint=_fingerprint(submitted),
-    )
-
-
 async def record_events(
     submitted: Sequence[Mapping[str, Any]], *, max_data_bytes: int, batch: bool
 ) -> list[Recorded]:
@@ -157,17 +78,17 @@ async def record_events(
     assigned = new_event_ids(len(submitted) - len(given))
     ids = [str(item["event_id"]) if item.get("event_id") else assigned.pop() for item in submitted]
     # Two processes recording the same new event_id at once: the second insert fails on
-    # the primary key; trying again finds the first one's row, a duplicate. A PostgreSQL
-    # deadlock or serialization failure rolled everything back: trying again is safe too.
+    # the primary key; trying again finds the first one's row, a duplicate. A deadlock or
+    # serialization failure rolled everything back: trying again is safe too.
     for attempt in range(_ATTEMPTS):
         fresh = [
-            _new_event(item, prefix, now=now, max_data_bytes=max_data_bytes, event_id=event_id)
+            new_event(item, prefix, now=now, max_data_bytes=max_data_bytes, event_id=event_id)
             for item, prefix, event_id in zip(submitted, prefixes, ids, strict=True)
         ]
         try:
             return await _record(fresh, given, prefixes, now)
         except Exception as exc:
-            retry = isinstance(exc, IntegrityError) or is_transient_conflict(exc)
+            retry = isinstance(exc, IntegrityError) or current().is_transient_conflict(exc)
             if not retry or attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
@@ -176,55 +97,35 @@ async def record_events(
 async def _record(
     fresh: list[NewEvent], given: list[str], prefixes: list[str], now: datetime
 ) -> list[Recorded]:
-    if dialect() == "sqlite":
-        # In SQLite's thread, in one trip, sharing its COMMIT with concurrent ingestions
-        # (see models.group_commit).
-        return await sqlite_group_transaction(
-            lambda db: _record_sync(db, fresh, given, prefixes, now)
-        )
-    # PostgreSQL: the same steps, each statement a round trip.
-    async with in_transaction() as connection:
-        batch = _Batch(fresh, prefixes, now, _field_value)
-        known = _known_query(given)
-        if known is not None:
-            batch.sort_out_duplicates((await connection.execute_query(*_pg(connection, known)))[1])
-        else:
-            batch.sort_out_duplicates([])
-        candidates = _candidates_query(batch.to_store, "postgres")
-        if candidates is not None:
-            rows = (await connection.execute_query(*_pg(connection, candidates)))[1]
-            batch.place([list(row.values()) for row in rows])  # in the query's column order
-        await execute_all(connection, batch.writes("postgres"))
-    return batch.results()
+    # One transaction, shared with concurrent ingestions where that saves commits (SQLite's
+    # group commit).
+    backend = current()
+    return await backend.run(_recording(backend, fresh, given, prefixes, now), shared=True)
 
 
-def _record_sync(
-    db: sqlite3.Connection,
+def _recording(
+    backend: Backend,
     fresh: list[NewEvent],
     given: list[str],
     prefixes: list[str],
     now: datetime,
-) -> list[Recorded]:
-    """`_record` on SQLite, run in its thread inside the transaction."""
-    batch = _Batch(fresh, prefixes, now, _sqlite_value)
+) -> Script[list[Recorded]]:
+    """The transaction: sort out duplicates, place the rest on the channels they route to
+    (whose rows it locks), write events, placements and the channels' new heads. Run by the
+    backend, on SQLite in its thread: the batch is worked out there too."""
+    batch = _Batch(fresh, prefixes, now, backend.bind_time)
     known = _known_query(given)
-    batch.sort_out_duplicates(db.execute(*known).fetchall() if known is not None else [])
-    candidates = _candidates_query(batch.to_store, "sqlite")
+    batch.sort_out_duplicates((yield known) if known is not None else [])
+    candidates = _candidates_query(batch.to_store)
     if candidates is not None:
-        (rows,) = db.execute(*candidates).fetchone()
-        batch.place(json.loads(rows))
-    for statement in batch.writes("sqlite"):
-        db.execute(*statement)
+        batch.place((yield candidates))
+    yield batch.writes(backend)
     return batch.results()
-
-
-def _pg(connection: BaseDBAsyncClient, statement: Statement) -> Statement:
-    return sql_for(connection, statement[0]), statement[1]
 
 
 class _Batch:
     """What one call records, worked out from what the database holds: which events are
-    duplicates, and where the others go. No I/O here: both paths above share it."""
+    duplicates, and where the others go. No I/O here."""
 
     def __init__(
         self,
@@ -256,11 +157,12 @@ class _Batch:
     def to_store(self) -> list[NewEvent]:
         return [event for _, event in self.stored]
 
-    def sort_out_duplicates(self, known_rows: Sequence[Mapping[str, Any]]) -> None:
+    def sort_out_duplicates(self, known_rows: Sequence[Sequence[Any]]) -> None:
         """A known event_id sent again: a duplicate if unchanged, else EventIdConflict (also
-        within the batch: its first occurrence is the one recorded)."""
+        within the batch: its first occurrence is the one recorded). `known_rows` as
+        `_known_query` selects them."""
         known: dict[str, NewEvent] = {
-            str(row["event_id"]): _stored_event(row) for row in known_rows
+            event.event_id: event for event in map(_stored_event, known_rows)
         }
         for i, event in enumerate(self.fresh):
             previous = known.get(event.event_id)
@@ -288,29 +190,19 @@ class _Batch:
                     placed += 1
             event.channel_count = placed
 
-    def writes(self, dialect: str) -> list[Statement]:
-        statements = [
-            *insert_statements(
-                dialect,
-                "claim_event",
-                _EVENT_COLUMNS,
-                [self._event_row(event) for event in self.to_store],
-            ),
-            *insert_statements(dialect, "channel_event", _PLACEMENT_COLUMNS, self._placements),
-        ]
-        if dialect == "sqlite":
-            # The placements are the heads (models.history.head_sql): no channel row is
-            # rewritten, an UPDATE that was ~15% of SQLite's time per event
-            # (docs/performance-log.md#sqlite-statements).
-            return statements
-        # PostgreSQL: the column stays current. The candidates' row locks serialise
-        # ingestions there, and a locked row is read fresh after the wait, where a
-        # subquery in the same SELECT would read the snapshot from before it.
+    def writes(self, backend: Backend) -> list[Statement]:
+        # Each touched channel's row is updated once, in the same transaction as its
+        # placements: channel.head_sequence is the head on every database, and the next
+        # ingestion reads it from the row it locks (a locked row is read fresh after the
+        # wait, where a subquery of the same SELECT would read the snapshot from before).
         heads = {route.id: route.head for route in self._touched.values()}
         return [
-            *statements,
-            *update_statements(
-                dialect, "channel", "head_sequence", heads, also={"last_event_at": self.now}
+            *backend.insert_statements(
+                "claim_event", _EVENT_COLUMNS, [self._event_row(event) for event in self.to_store]
+            ),
+            *backend.insert_statements("channel_event", _PLACEMENT_COLUMNS, self._placements),
+            *backend.update_statements(
+                "channel", "head_sequence", heads, also={"last_event_at": self.now}
             ),
         ]
 
@@ -342,23 +234,26 @@ class _Batch:
         return [result for result in self._results if result is not None]
 
 
-def _known_query(given: list[str]) -> Statement | None:
+def _known_query(given: list[str]) -> Select | None:
     """Already recorded events among the publisher's event ids (ids the server assigns are
     new by construction: nothing to look up for them)."""
     if not given:
         return None
     ids = padded(given)
-    return (
+    return Select(
         f"SELECT {', '.join(_EVENT_COLUMNS)} FROM claim_event "
         f"WHERE event_id IN ({', '.join('?' * len(ids))})",
         ids,
+        _EVENT_COLUMNS,
     )
 
 
-def _stored_event(row: Mapping[str, Any]) -> NewEvent:
-    fields_map = ClaimEvent._meta.fields_map
+def _stored_event(values: Sequence[Any]) -> NewEvent:
+    row = dict(zip(_EVENT_COLUMNS, values, strict=True))
     data = row["data"]
     data_json = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    occurred_at, recorded_at = python_time(row["occurred_at"]), python_time(row["recorded_at"])
+    assert occurred_at is not None and recorded_at is not None  # NOT NULL columns
     return NewEvent(
         event_id=row["event_id"],
         event_type=row["event_type"],
@@ -366,28 +261,13 @@ def _stored_event(row: Mapping[str, Any]) -> NewEvent:
         organisation_id=row["organisation_id"],
         user_id=row["user_id"],
         actor_id=row["actor_id"],
-        occurred_at=fields_map["occurred_at"].to_python_value(row["occurred_at"]),
-        recorded_at=fields_map["recorded_at"].to_python_value(row["recorded_at"]),
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
         data=json.loads(data_json),
         data_json=data_json,
         fingerprint=row["fingerprint"],
         channel_count=int(row["channel_count"]),
     )
-
-
-def _sqlite_value(moment: datetime) -> Any:
-    """`moment` as SQLite gets it bound: Tortoise's field conversion, then the sqlite3
-    adapter Tortoise registers for datetimes. Done once per distinct time of a batch: bound
-    as a datetime, the adapter is a Python call per row, in SQLite's thread (2.3 against
-    0.55 us per placement row in a microbenchmark; an organisation event has a hundred)."""
-    value = _field_value(moment)
-    adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
-    return adapt(value) if adapt is not None else value
-
-
-def _field_value(moment: datetime) -> Any:
-    """`moment` as Tortoise converts a DatetimeField's value for the database."""
-    return ClaimEvent._meta.fields_map["recorded_at"].to_db_value(moment, ClaimEvent)
 
 
 @dataclass(slots=True)
@@ -399,23 +279,23 @@ class _Route:
     head: int
 
 
+_CANDIDATE_COLUMNS = (
+    "id",
+    "subscription_type",
+    "organisation_id",
+    "user_id",
+    "event_types",
+    "head",
+)
+
+#: Ordered by id: the order every transaction locks channel rows in (Backend.lock_rows).
 _CANDIDATES = """
-    SELECT id, subscription_type, organisation_id, user_id, event_types, {head} AS head
-    FROM channel c
+    SELECT id, subscription_type, organisation_id, user_id, event_types, head_sequence AS head
+    FROM channel
     WHERE status <> 'closed' AND (
         (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
         OR (subscription_type = 'user_claims' AND user_id IN ({users})))
     ORDER BY id
-"""
-
-#: SQLite: the candidates as one row, a JSON array of their rows. sqlite3 lets the GIL go
-#: for every row it steps to, and under load each time cost a wait for the event loop
-#: thread to give it back (docs/performance-log.md#sqlite-statements). The order within does
-#: not matter on SQLite (ORDER BY is for PostgreSQL's row locks).
-_CANDIDATES_AS_ONE_ROW = """
-    SELECT json_group_array(json_array(
-        id, subscription_type, organisation_id, user_id, event_types, head))
-    FROM ({candidates})
 """
 
 
@@ -425,28 +305,21 @@ def _event_types(raw: str) -> frozenset[str]:
     return frozenset(json.loads(raw))
 
 
-def _candidates_query(events: Sequence[NewEvent], dialect: str) -> Statement | None:
+def _candidates_query(events: Sequence[NewEvent]) -> Select | None:
     """Open channels any of `events` may route to: rows of (id, subscription_type,
-    organisation_id, user_id, event_types, head); on SQLite one row holding them as JSON.
-
-    Locked against concurrent ingestion (row locks, in id order, on PostgreSQL; SQLite
-    serialises writers anyway). One plain query: no model objects for a batch that may
-    touch thousands of channels.
+    organisation_id, user_id, event_types, head), locked against concurrent ingestion (the
+    transaction updates their heads). One plain query: no model objects for a batch that
+    may touch thousands of channels.
     """
     if not events:
         return None
     organisations = padded(sorted({event.organisation_id for event in events}))
     users = padded(sorted({event.user_id for event in events}))
     query = _CANDIDATES.format(
-        head=head_sql(dialect),
         organisations=", ".join("?" * len(organisations)),
         users=", ".join("?" * len(users)),
     )
-    if dialect == "sqlite":
-        query = _CANDIDATES_AS_ONE_ROW.format(candidates=query)
-    else:
-        query += " FOR UPDATE"
-    return query, [*organisations, *users]
+    return Select(query, [*organisations, *users], _CANDIDATE_COLUMNS, lock=True)
 
 
 def _routes(

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
+from claims_realtime.models.backends import current
 from claims_realtime.models.channel import ALL_EVENT_TYPES, Channel, ChannelStatus, SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.credentials import hash_secret, new_channel_id, new_token
 from claims_realtime.models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
-from claims_realtime.models.history import with_current_heads
 
-#: First key of the advisory locks serialising channel creation per user (PostgreSQL):
-#: keeps them apart from any other use of advisory locks in the same database.
+#: First key of the locks serialising channel creation per user (PostgreSQL: advisory
+#: locks): keeps them apart from any other use of such locks in the same database.
 CREATE_LOCK_SPACE = 0x63686E6C  # "chnl"
 
 
@@ -54,17 +54,13 @@ async def create_channel(
 
     With `max_active` > 0, TooManyChannels if `user_id` already has that many channels
     that are not closed. The count and the insert share one transaction, serialised per
-    user: on PostgreSQL by a transaction-scoped advisory lock on the user id (two
-    concurrent creates would otherwise both count 99 and both insert); SQLite runs one
-    transaction at a time per process already (Tortoise holds a lock around each).
+    user by a lock on the user id held until it commits (two concurrent creates would
+    otherwise both count 99 and both insert).
     """
     token = new_token()
     async with in_transaction() as connection:
         if max_active > 0:
-            if connection.capabilities.dialect == "postgres":
-                await connection.execute_query(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", [CREATE_LOCK_SPACE, user_id]
-                )
+            await current().lock_until_commit(connection, CREATE_LOCK_SPACE, user_id)
             active = (
                 await Channel.filter(user_id=user_id)
                 .exclude(status=ChannelStatus.CLOSED)
@@ -107,7 +103,6 @@ async def list_channels(
         query = query.filter(subscription_type=where.subscription_type)
     total = await query.count()
     rows = await query.order_by("-created_at", "-id").offset((page - 1) * limit).limit(limit)
-    await with_current_heads(rows)
     return list(rows), total
 
 
@@ -120,13 +115,11 @@ async def find_channel(channel_id: str) -> Channel:
 
 
 async def open_channel(channel_id: str) -> Channel:
-    """The channel if it is not closed, with its current head: ChannelNotFound, or
-    ChannelClosed (410) otherwise."""
+    """The channel if it is not closed: ChannelNotFound, or ChannelClosed (410) otherwise."""
     channel = await find_channel(channel_id)
     if channel.status == ChannelStatus.CLOSED:
         assert channel.closed_at is not None
         raise ChannelClosed(channel_id, channel.closed_at)
-    await with_current_heads([channel])
     return channel
 
 

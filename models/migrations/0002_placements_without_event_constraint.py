@@ -7,7 +7,7 @@ locked out; PostgreSQL's cascade trigger does the same sequential scan).
 
 Tortoise's own AlterField cannot be used: on SQLite it rebuilds the table without its unique
 (channel_id, sequence) constraint and its index, and keeps the REFERENCES clause. So the
-state change is Tortoise's and the SQL is written here, per dialect.
+state change is Tortoise's and the SQL is written here, per database (its backend's name).
 """
 
 from typing import Any
@@ -15,6 +15,8 @@ from typing import Any
 from tortoise import fields, migrations
 from tortoise.fields.base import OnDelete
 from tortoise.migrations import operations as ops
+
+from claims_realtime.models.backends import backend_of
 
 # SQLite cannot drop a constraint: rebuild the table (SQLite's documented procedure), as
 # 0001 created it minus the REFERENCES clause, keeping ids and the AUTOINCREMENT counter.
@@ -60,9 +62,8 @@ class DropEventConstraint(ops.AlterField):
     ) -> None:
         if not state_editor:
             return
-        sqlite = state_editor.client.capabilities.dialect == "sqlite"
-        for sql in _SQLITE if sqlite else _POSTGRES:
-            await state_editor._run_sql(sql)
+        sql = {"sqlite": _SQLITE, "postgres": _POSTGRES}[backend_of(state_editor.client).name]
+        await ops.RunSQL(sql).database_forward(app_label, old_state, new_state, state_editor)
 
     async def database_backward(
         self, app_label: str, old_state: Any, new_state: Any, state_editor: Any = None

@@ -1,4 +1,4 @@
-"""models.db's transactions: the SQLite one-trip transaction keeps Tortoise's guarantees
+"""The backends' transactions: the SQLite one-trip transaction keeps Tortoise's guarantees
 (atomic, committed before it returns, errors translated, never interleaved with Tortoise's own
 use of the connection), and statements run in one transaction on either database."""
 
@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from claims_realtime.models.db import (
-    chunk_sizes,
-    connection_url,
-    execute_in_transaction,
-    insert_statements,
-    padded,
-    sqlite_transaction,
-    update_statements,
-)
+from claims_realtime.models import backends
+from claims_realtime.models.backends.postgres import PostgresBackend
+from claims_realtime.models.backends.sqlite import SQLiteBackend
 from claims_realtime.models.event import ClaimEvent
 from claims_realtime.models.presence import Node
+from claims_realtime.models.sql import chunk_sizes, padded
 
 NOW = "2026-03-26T08:00:00+00:00"
 
@@ -35,6 +31,17 @@ def insert_node(db: sqlite3.Connection, node_id: str) -> None:
 
 #: sqlite_transaction is the SQLite path: its tests run in the SQLite pass only.
 sqlite_only = pytest.mark.sqlite
+
+
+async def sqlite_transaction(work: Any) -> Any:
+    """The open SQLite database's one-trip transaction (SQLiteBackend.transaction)."""
+    backend = backends.current()
+    assert isinstance(backend, SQLiteBackend)
+    return await backend.transaction(work)
+
+
+async def execute_in_transaction(statements: Any) -> None:
+    await backends.current().execute_in_transaction(statements)
 
 
 @sqlite_only
@@ -129,7 +136,7 @@ def test_statements_come_in_few_sizes_that_add_up(count: int) -> None:
     assert sum(sizes) == count
     assert all(size & (size - 1) == 0 and size <= 2048 for size in sizes)  # powers of two
     rows = [[i, i] for i in range(count)]
-    statements = insert_statements("postgres", "t", ["a", "b"], rows)
+    statements = PostgresBackend().insert_statements("t", ["a", "b"], rows)
     assert [value for _, parameters in statements for value in parameters] == [
         value for row in rows for value in row
     ]
@@ -149,7 +156,7 @@ def test_sqlite_inserts_the_rest_after_full_chunks_in_one_padded_statement(
     assert sizes[:-1] == [2048] * (len(sizes) - 1)  # full chunks, then one for the rest
     assert count <= sum(sizes) < 2 * count
     rows = [[f"k{i}", None if i % 3 else i] for i in range(count)]
-    statements = insert_statements("sqlite", "t", ["a", "b"], rows)
+    statements = SQLiteBackend().insert_statements("t", ["a", "b"], rows)
     assert len(statements) == statement_count  # 8,192 rows of two columns fit in one
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE t (a TEXT NOT NULL, b INTEGER)")
@@ -164,7 +171,7 @@ def test_sqlite_updates_come_padded_with_pairs_that_match_no_row(count: int) -> 
     db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, head INTEGER, at TEXT)")
     db.executemany("INSERT INTO c VALUES (?, 0, NULL)", [(f"c{i}",) for i in range(count + 5)])
     values = {f"c{i}": i + 1 for i in range(count)}
-    statements = update_statements("sqlite", "c", "head", values, also={"at": "now"})
+    statements = SQLiteBackend().update_statements("c", "head", values, also={"at": "now"})
     assert len(statements) == 1
     for query, parameters in statements:
         db.execute(query, parameters)
@@ -210,7 +217,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
 
 
 def test_a_setting_given_in_the_url_wins() -> None:
-    url = connection_url("sqlite:///tmp/x.sqlite3?cache_size=-1024")
+    url = SQLiteBackend().connection_url("sqlite:///tmp/x.sqlite3?cache_size=-1024", pool_size=10)
     assert "cache_size=-1024" in url
     assert "cache_size=-65536" not in url
     assert "synchronous=FULL" in url

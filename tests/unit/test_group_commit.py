@@ -11,14 +11,25 @@ from typing import Any
 import pytest
 from tortoise.exceptions import IntegrityError
 
-from claims_realtime.models import group_commit, history, ingest, subscriptions
+from claims_realtime.models import backends, ingest, subscriptions
+from claims_realtime.models.backends.sqlite import SQLiteBackend
 from claims_realtime.models.channel import SubscriptionType
-from claims_realtime.models.group_commit import sqlite_group_transaction
 from claims_realtime.models.presence import Node
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.usefixtures("db")]
 
 NOW = "2026-03-26T08:00:00+00:00"
+
+
+def sqlite_backend() -> SQLiteBackend:
+    backend = backends.current()
+    assert isinstance(backend, SQLiteBackend)
+    return backend
+
+
+async def sqlite_group_transaction(work: Any) -> Any:
+    """The open SQLite database's group commit (SQLiteBackend.group_transaction)."""
+    return await sqlite_backend().group_transaction(work)
 
 
 def insert_node(node_id: str, *, then_sleep: float = 0.0) -> Any:
@@ -37,13 +48,14 @@ def insert_node(node_id: str, *, then_sleep: float = 0.0) -> Any:
 def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of each group that ran, in order."""
     sizes: list[int] = []
-    real = group_commit.sqlite_transaction
+    backend = sqlite_backend()
+    real = backend.transaction
 
     async def counting(work: Any) -> Any:
         sizes.append(len(work.keywords["group"]))
         return await real(work)
 
-    monkeypatch.setattr(group_commit, "sqlite_transaction", counting)
+    monkeypatch.setattr(backend, "transaction", counting)
     return sizes
 
 
@@ -95,5 +107,4 @@ async def test_concurrent_ingestions_number_a_channel_without_gaps() -> None:
     )
     assert sequences == list(range(1, 37))
     channel = await type(created.channel).get(id=created.channel.id)
-    await history.with_current_heads([channel])
     assert channel.head_sequence == 36

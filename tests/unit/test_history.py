@@ -32,7 +32,6 @@ async def channel_with_events(count: int) -> Channel:
     if events:
         await ingest.record_events(events, max_data_bytes=1024, batch=True)
     await created.channel.refresh_from_db()
-    await history.with_current_heads([created.channel])
     return created.channel
 
 
@@ -96,8 +95,8 @@ async def test_prune_deletes_a_backlog_in_chunks_until_none_is_left() -> None:
 
 
 async def test_a_channel_keeps_its_head_when_all_its_history_expires() -> None:
-    """The newest placement is the head (models.history.head_sql): pruning never takes it,
-    and the next event goes on from it rather than starting the numbering over."""
+    """Pruning never takes a channel's newest placement, and the next event goes on from
+    the head rather than starting the numbering over."""
     channel = await channel_with_events(5)
     last_event_at = channel.last_event_at
     old = channel.created_at - timedelta(hours=2)
@@ -111,7 +110,6 @@ async def test_a_channel_keeps_its_head_when_all_its_history_expires() -> None:
     assert await history.first_available(channel, KEEP_ALL) == 6
 
     reloaded = await Channel.get(id=channel.id)
-    await history.with_current_heads([reloaded])
     assert reloaded.head_sequence == 5
     assert reloaded.last_event_at is not None and reloaded.last_event_at <= last_event_at
     assert await record_one(channel) == 6
@@ -125,7 +123,6 @@ async def test_the_head_column_still_counts_where_no_placement_is_left() -> None
 
     assert await history.heads([channel.id]) == {channel.id: (7, None)}
     await channel.refresh_from_db()
-    await history.with_current_heads([channel])
     assert (channel.head_sequence, channel.last_event_at) == (7, channel.created_at)
     assert await record_one(channel) == 8
     assert (await history.heads([channel.id]))[channel.id][0] == 8

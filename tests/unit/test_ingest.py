@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from tortoise import Tortoise
 
-from claims_realtime.models import history, ingest, subscriptions
+from claims_realtime.models import ingest, submission, subscriptions
+from claims_realtime.models.backends import current
+from claims_realtime.models.backends.sqlite import SQLiteBackend
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.credentials import new_event_ids
-from claims_realtime.models.db import sqlite_transaction
 from claims_realtime.models.errors import EventIdConflict, InvalidInput
 from claims_realtime.models.event import ChannelEvent, ClaimEvent
 
@@ -54,7 +55,7 @@ async def placed(channel: Channel) -> list[tuple[int, str]]:
 @pytest.mark.sqlite
 async def test_times_are_stored_as_tortoise_itself_stores_them() -> None:
     # Ingestion binds each distinct time of a batch as text it converted once
-    # (ingest._sqlite_value): the batch's own time, and occurred_at (the batch's time when
+    # (SQLiteBackend.bind_time): the batch's own time, and occurred_at (the batch's time when
     # the publisher gives none).
     owner = await user_channel()
     outcomes = await record(
@@ -108,7 +109,6 @@ async def test_sequences_are_per_channel_and_gap_free() -> None:
     assert await placed(org) == [(1, "e1"), (2, "e2"), (3, "e3")]
     assert await placed(owner) == [(1, "e1"), (2, "e3")]
     await org.refresh_from_db()
-    await history.with_current_heads([org])
     assert org.head_sequence == 3 and org.event_count == 3 and org.last_event_at is not None
 
 
@@ -126,7 +126,9 @@ async def test_on_sqlite_a_batch_is_a_handful_of_statements_whatever_its_size() 
         def install(db: Any) -> None:
             db.set_trace_callback((lambda sql: statements.append(sql.split()[0])) if on else None)
 
-        return sqlite_transaction(install)
+        backend = current()
+        assert isinstance(backend, SQLiteBackend)
+        return backend.transaction(install)
 
     await trace(True)
     statements.clear()  # the COMMIT of the transaction that installed it
@@ -139,15 +141,14 @@ async def test_on_sqlite_a_batch_is_a_handful_of_statements_whatever_its_size() 
     finally:
         await trace(False)
 
-    # The heads are the placements (models.history.head_sql): no channel row is updated.
-    assert ran == ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]
+    # One statement updates the touched channels' heads (channel.head_sequence).
+    assert ran == ["BEGIN", "SELECT", "INSERT", "INSERT", "WITH", "COMMIT"]
     assert [outcome.channels for outcome in outcomes] == [4] * 50  # its owner and 3 orgs
     for i, owner in enumerate(owners):
         assert await placed(owner) == [(1, outcomes[i].event.event_id)]
     for org in orgs:
         assert [sequence for sequence, _ in await placed(org)] == list(range(1, 51))
         await org.refresh_from_db()
-        await history.with_current_heads([org])
         assert org.head_sequence == 50
 
 
@@ -182,7 +183,7 @@ async def test_an_assigned_id_named_later_is_a_conflict_whatever_the_content() -
     was given is not the same submission (that one named none), as before."""
     (first,) = await record(claim_event())
     stored = await ClaimEvent.get(event_id=first.event.event_id)
-    assert stored.fingerprint == ingest.NO_FINGERPRINT
+    assert stored.fingerprint == submission.NO_FINGERPRINT
 
     with pytest.raises(EventIdConflict):
         await record(claim_event(event_id=first.event.event_id))

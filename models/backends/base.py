@@ -1,0 +1,123 @@
+"""The storage backend interface: what differs between the databases the service runs on.
+
+The domain modules (models.ingest, models.history, models.subscriptions) write their SQL
+once, with `?` placeholders and transaction scripts (models.sql), and ask the open
+database's backend (models.backends.current()) to run it; they never ask which database it
+is. A channel's head is `channel.head_sequence` on every database, written in the same
+transaction as the placements that move it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from claims_realtime.models.sql import Script, Statement, only
+
+T = TypeVar("T")
+
+
+class Backend(ABC):
+    """One database's way of doing what the domain needs done."""
+
+    #: The database's name, as Tortoise's connections report it (`capabilities.dialect`).
+    name: ClassVar[str]
+    #: DATABASE_URL schemes served by this backend.
+    schemes: ClassVar[tuple[str, ...]]
+    #: open_database applies pending migrations itself (the zero-setup embedded database)
+    #: rather than refusing a database that lacks them.
+    migrates_on_open: ClassVar[bool] = False
+
+    # -- connecting ------------------------------------------------------------------------
+
+    @abstractmethod
+    def connection_url(self, database_url: str, *, pool_size: int) -> str:
+        """The URL Tortoise connects with: DATABASE_URL plus this backend's settings (a
+        setting given in DATABASE_URL wins)."""
+
+    def prepare(self, database_url: str) -> None:
+        """Get ready before the first connection (e.g. create a database file's directory)."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def means_unavailable(cls, exc: BaseException) -> bool:
+        """Whether this database's driver raised `exc` because the database cannot be reached
+        or cannot take the work now (a class method: asked without an open database)."""
+
+    # -- SQL text --------------------------------------------------------------------------
+
+    def sql(self, query: str) -> str:
+        """`query`, written with `?` placeholders, in the driver's parameter style."""
+        return query
+
+    @abstractmethod
+    def insert_statements(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> list[Statement]:
+        """INSERT many rows in a few statements (see models.sql.insert_statements)."""
+
+    @abstractmethod
+    def update_statements(
+        self,
+        table: str,
+        column: str,
+        values: Mapping[str, int],
+        *,
+        forward_only: bool = False,
+        also: Mapping[str, Any] | None = None,
+    ) -> list[Statement]:
+        """Set an integer column per row id (see models.sql.update_statements)."""
+
+    @abstractmethod
+    def bind_time(self, moment: datetime) -> Any:
+        """`moment` as a bound parameter of hand-written SQL, stored as the models'
+        DatetimeFields store it."""
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def run(self, script: Script[T], *, shared: bool = False) -> T:
+        """Run `script` in one transaction, committed before this returns, rolled back if
+        the script raises; answer what it returns. With `shared`, the transaction may also
+        hold concurrent callers' scripts (each rolled back alone if it fails) where that
+        saves commits."""
+
+    async def execute_in_transaction(self, statements: Sequence[Statement]) -> None:
+        """Run statements, in order, in one transaction, committed before this returns."""
+        await self.run(only(statements))
+
+    @abstractmethod
+    def lock_rows(self, table: str, ids: Sequence[str]) -> list[Statement]:
+        """Statements that lock rows by id, in id order, for the rest of the transaction:
+        every transaction that updates several channel rows takes their locks this way first,
+        as ingestion does, so that two of them never deadlock (empty where writers are
+        serialised anyway)."""
+
+    @abstractmethod
+    async def lock_until_commit(self, connection: BaseDBAsyncClient, space: int, key: str) -> None:
+        """Within `connection`'s transaction, wait for and hold a lock named (`space`, `key`)
+        until the transaction ends: concurrent transactions naming the same key run one after
+        the other."""
+
+    def is_transient_conflict(self, exc: BaseException) -> bool:
+        """Whether `exc`, or one of its causes, rolled back a transaction that is safe to try
+        again as it was: a deadlock or a serialization failure (SQLSTATE 40P01, 40001, which
+        asyncpg sets as `sqlstate`; SQLite raises neither)."""
+        current: BaseException | None = exc
+        while current is not None:
+            if getattr(current, "sqlstate", None) in ("40P01", "40001"):
+                return True
+            current = current.__cause__ or current.__context__
+        return False
+
+
+def with_param(database_url: str, name: str, value: object) -> str:
+    """`database_url` with the query parameter `name=value`, unless the URL sets it already."""
+    if f"{name}=" in database_url:
+        return database_url  # set explicitly in the URL: the URL wins
+    return database_url + ("&" if "?" in database_url else "?") + f"{name}={value}"

@@ -1,0 +1,143 @@
+"""SQL written by hand, the same for every database: statements with `?` placeholders (each
+backend puts them in its driver's style), transaction scripts, and the builders of the few
+large statements the write paths use."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: A statement written with `?` placeholders, and its parameters.
+Statement = tuple[str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """A query a transaction script reads: its rows come back as tuples, in `columns` order
+    (the query's result columns, by name)."""
+
+    sql: str
+    parameters: list[Any]
+    columns: tuple[str, ...]
+    #: The transaction is about to update the rows read: lock them, in the query's order,
+    #: against concurrent writers (where the database has row locks).
+    lock: bool = False
+
+
+#: A transaction written once for every database: a generator that yields a Select (and is
+#: sent its rows) or statements to execute (and is sent None), and returns its result.
+#: A backend runs it in one transaction (models.backends.base.Backend.run); the script does
+#: no I/O of its own, so on SQLite it can run in the database's thread.
+Script = Generator[Select | Sequence[Statement], Any, T]
+
+
+def only(statements: Sequence[Statement]) -> Script[None]:
+    """The script that executes `statements`, in order."""
+    yield statements
+
+
+# Bulk writes are few, large statements rather than executemany: executemany takes the GIL
+# back for every row, while one statement binds its parameters and then runs without it, and
+# under load each hand-off from the busy event loop waits out the switch interval
+# (docs/performance-log.md#sqlite-statements).
+#: Bound parameters per statement: SQLite allows 32,766, PostgreSQL 32,767.
+PARAMETERS_PER_STATEMENT = 30_000
+
+
+def chunk_sizes(count: int, largest: int, *, pad: bool = False) -> list[int]:
+    """Statement sizes (in rows) for `count` rows: powers of two no larger than `largest`,
+    largest first, adding up to `count`; with `pad`, what is left after the full chunks is
+    one statement rounded up to a power of two (the caller pads its rows, see
+    insert_statements).
+
+    Statements are built for that many rows: a handful of distinct SQL texts, each
+    prepared once and then found in the connection's statement cache. A text per batch
+    size missed the cache every time, and preparing a large statement is dear
+    (docs/performance-log.md#sqlite-statements)."""
+    top = 1 << (max(1, largest).bit_length() - 1)
+    sizes = []
+    while count > 0:
+        size = min(top, 1 << (count.bit_length() - 1))
+        if pad and size < count < top:
+            size = 1 << count.bit_length()  # the rest, in one padded statement
+        sizes.append(size)
+        count -= min(size, count)
+    return sizes
+
+
+def padded(values: Sequence[Any]) -> list[Any]:
+    """`values` repeated at the end up to a power of two long, for an `IN (...)` list:
+    the same few statement texts whatever the count (see chunk_sizes); duplicates in IN
+    change nothing."""
+    values = list(values)
+    if not values:
+        return values
+    size = 1 << (len(values) - 1).bit_length()
+    return values + [values[-1]] * (size - len(values))
+
+
+def insert_statements(
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, pad: bool
+) -> list[Statement]:
+    """INSERT many rows in a few statements of cacheable sizes (see chunk_sizes).
+
+    With `pad`, the rows after the last full chunk go in one statement, padded with rows of
+    NULLs that its `WHERE column1 IS NOT NULL` leaves out: the first column of a row must
+    never be NULL."""
+    row_sql = "(" + ", ".join("?" * len(columns)) + ")"
+    into = f"INSERT INTO {table} ({', '.join(columns)}) "
+    statements = []
+    start = 0
+    for size in chunk_sizes(len(rows), PARAMETERS_PER_STATEMENT // len(columns), pad=pad):
+        chunk = rows[start : start + size]
+        start += size
+        values = "VALUES " + ", ".join([row_sql] * size)
+        parameters = [value for row in chunk for value in row]
+        if len(chunk) < size:
+            assert all(row[0] is not None for row in chunk), "the first column is the filter"
+            parameters += [None] * (len(columns) * (size - len(chunk)))
+        query = (
+            f"{into}SELECT * FROM ({values}) WHERE column1 IS NOT NULL" if pad else into + values
+        )
+        statements.append((query, parameters))
+    return statements
+
+
+def update_statements(
+    table: str,
+    column: str,
+    values: Mapping[str, int],
+    *,
+    greatest: str,
+    pad: bool,
+    forward_only: bool = False,
+    also: Mapping[str, Any] | None = None,
+) -> list[Statement]:
+    """Set an integer `column` per row id, joining a VALUES list (statements of cacheable
+    sizes, see chunk_sizes; with `pad` padded with (NULL, NULL) pairs, which match no row);
+    with `forward_only`, never lower it (NULL counts as lower than anything), `greatest`
+    being the database's two-argument maximum.
+
+    A join, not `CASE id WHEN ... END`: a CASE is evaluated arm by arm for every row, so
+    its cost grows with the square of the rows written. UPDATE ... FROM needs SQLite 3.33."""
+    items = list(values.items())
+    new = f"{greatest}(COALESCE({column}, 0), v.value)" if forward_only else "v.value"
+    assignments = ", ".join([f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))])
+    statements = []
+    start = 0
+    largest = (PARAMETERS_PER_STATEMENT - len(also or {})) // 2
+    for size in chunk_sizes(len(items), largest, pad=pad):
+        chunk = items[start : start + size]
+        start += size
+        rows = ", ".join(["(?, CAST(? AS BIGINT))"] * size)
+        query = (
+            f"WITH v(id, value) AS (VALUES {rows}) "
+            f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"
+        )
+        parameters: list[Any] = [value for pair in chunk for value in pair]
+        parameters += [None, None] * (size - len(chunk))
+        statements.append((query, parameters + list((also or {}).values())))
+    return statements
