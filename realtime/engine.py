@@ -13,8 +13,11 @@ close) and only changes how the frames are waited for:
 - a channel ack (`43/channels/<id>,<ack id>[...]`) is handed to the server's hook right there,
   without a task; everything else takes python-engineio's usual path (`socket.receive`);
 - under our uvicorn protocol (realtime.transport) acks are taken even earlier, as uvicorn
-  parses them, and `DirectLine` lets a writer of the socket skip the queue and the writer
-  task altogether while nothing is queued before it.
+  parses them, and `DirectLine` lets fan-out (through realtime.lean.LeanTransport) skip the
+  queue and the writer task altogether while nothing is queued before it.
+
+Each websocket served here is a `Wire` in `LeanEngineServer.wires` while its reader runs:
+its DirectLine, if any, and its deadline, through which `LeanEngineServer.cut` ends it.
 
 Long-polling is python-engineio's code, with the session rules of realtime.engine_socket.
 
@@ -38,7 +41,6 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as asgi_driver
 
-from claims_realtime.fastpaths import FastPath
 from claims_realtime.realtime import engine_socket
 from claims_realtime.realtime.engine_socket import (
     CLIENT_PACKET_TYPES,
@@ -46,6 +48,7 @@ from claims_realtime.realtime.engine_socket import (
     allow_payload_packets,
     refuse,
 )
+from claims_realtime.realtime.fastpaths import FastPath
 from claims_realtime.realtime.limits import Misbehaviour
 
 if TYPE_CHECKING:  # only typed here: realtime.transport loads on its uvicorn release only
@@ -122,6 +125,8 @@ class LeanEngineServer(engineio.AsyncServer):
         super().__init__(*args, **kwargs)
         #: What each connection did wrong, logged once per connection (eio sid).
         self.misbehaviour = Misbehaviour(logging.getLogger("claims_realtime.realtime.server"))
+        #: The websockets our reader and writer serve now, by eio sid.
+        self.wires: dict[str, Wire] = {}
         #: Our websocket handling and ChannelEngineSocket's session rules, only on the
         #: python-engineio release they were written for.
         self.adopts_sockets = FAST_PATH.check()
@@ -139,6 +144,15 @@ class LeanEngineServer(engineio.AsyncServer):
             if type(socket) is async_socket.AsyncSocket:
                 socket.__class__ = ChannelEngineSocket
         return await super()._trigger_event(event, *args, **kwargs)
+
+    def cut(self, sid: str) -> None:
+        """End session `sid`'s websocket now, even if its peer stopped reading (its writer
+        then waits on a full TCP buffer and would never see a close): the reader's deadline
+        is moved to now, and the writer cancelled. No-op for a session we do not serve (long-
+        polling, or python-engineio's own handler)."""
+        wire = self.wires.get(sid)
+        if wire is not None:
+            wire.cut()
 
     async def disconnect(self, sid: str | None = None) -> None:
         """python-engineio's, without waiting for the client to drain its queue: a polling
@@ -171,6 +185,27 @@ class DirectLine:
         if self.busy or self.queue.qsize():
             return False
         return self.protocol.send_now("4" + text)
+
+
+class Wire:
+    """A websocket our reader and writer serve: its DirectLine (None when every write must be
+    queued: FAST_PATHS off, or not our uvicorn protocol) and its reader's deadline."""
+
+    __slots__ = ("aborted", "deadline", "line", "socket")
+
+    def __init__(self, socket: Any, line: DirectLine | None) -> None:
+        self.socket = socket
+        self.line = line
+        self.deadline: asyncio.Timeout | None = None
+        #: Cut by the server: the deadline stays where `cut` put it.
+        self.aborted = False
+
+    def cut(self) -> None:
+        self.aborted = True
+        self.line = None  # nothing more is written to it
+        deadline = self.deadline
+        if deadline is not None and not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time())
 
 
 def _protocol_of(ws: LeanWebSocket) -> ChannelWebSocketProtocol | None:
@@ -208,19 +243,20 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             return len(text) <= limit and bool(hook(socket, text))
 
         protocol.frame_hook = take
-    socket.lean_line = line
+    wire = server.wires[socket.sid] = Wire(socket, line)
     silent = False
     try:
-        await _read(socket, ws, server)
-    except TimeoutError:  # the peer stopped talking, or was aborted
-        silent = not getattr(socket, "lean_aborted", False)
+        await _read(socket, ws, server, wire)
+    except TimeoutError:  # the peer stopped talking, or was cut
+        silent = not wire.aborted
         if silent:
             server.logger.info("%s: no frame within the heartbeat deadline", socket.sid)
     finally:
-        socket.lean_line = None
+        if server.wires.get(socket.sid) is wire:
+            del server.wires[socket.sid]  # writes go to the queue from now on
         if protocol is not None:
             protocol.frame_hook = None
-        if silent or getattr(socket, "lean_aborted", False):
+        if silent or wire.aborted:
             # The peer may have stopped reading too: the writer could wait forever on a full
             # TCP buffer, so it is cancelled and the connection closed without a goodbye.
             writer.cancel()
@@ -228,17 +264,6 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             await socket.queue.put(None)  # unlock the writer so it can exit
         await asyncio.wait([writer])
         await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
-
-
-def abort_connection(socket: Any) -> None:
-    """End a socket's websocket connection now, even if its peer stopped reading (its
-    writer then waits on a full TCP buffer and would never see a close): the reader's
-    deadline is moved to now, and the writer cancelled. No-op for a polling socket."""
-    socket.lean_aborted = True
-    socket.lean_line = None  # nothing more is written to it
-    deadline: asyncio.Timeout | None = getattr(socket, "lean_deadline", None)
-    if deadline is not None and not deadline.expired():
-        deadline.reschedule(asyncio.get_running_loop().time())
 
 
 async def _upgrade(socket: Any, ws: LeanWebSocket, server: Any) -> bool:
@@ -276,7 +301,7 @@ async def _frame(ws: LeanWebSocket, server: Any) -> str | bytes:
     return data
 
 
-async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
+async def _read(socket: Any, ws: LeanWebSocket, server: Any, wire: Wire) -> None:
     """Frames until the peer closes, breaks the protocol, closes the session (CLOSE) or
     sends nothing for ping interval + ping timeout (TimeoutError)."""
     loop = asyncio.get_running_loop()
@@ -285,7 +310,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
     hook = getattr(server, "frame_hook", None)
     # timeout_at: the deadline is a point on the loop's clock (asyncio.timeout takes a delay).
     async with asyncio.timeout_at(loop.time() + silence) as deadline:
-        socket.lean_deadline = deadline  # for abort_connection()
+        wire.deadline = deadline  # for LeanEngineServer.cut()
         moved = loop.time()
         while True:
             try:
@@ -296,7 +321,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any) -> None:
             except Exception:  # the connection went away
                 return
             now = loop.time()
-            if now - moved >= step and not getattr(socket, "lean_aborted", False):
+            if now - moved >= step and not wire.aborted:
                 deadline.reschedule(now + silence)
                 moved = now
             if hook is not None and isinstance(data, str) and hook(socket, data):

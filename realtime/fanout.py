@@ -9,13 +9,11 @@ announcement always sees it: the seam between replay and live delivery cannot lo
 and the cursor check cannot repeat one.
 
 Writes never await: a burst of events for a channel is written atomically with respect to
-other tasks, so order is kept without locks. A websocket with nothing queued is written at
-once (realtime.engine.DirectLine); otherwise, and while its transport pushes back (the peer
-reads slowly: at most uvloop's 64 KiB write buffer is held there), packets go onto the
-Engine.IO socket's queue.
+other tasks, so order is kept without locks. How a packet reaches its Engine.IO session
+(written at once, or queued) is the `Transport`'s business (realtime.sockets).
 
-That queue is bounded here, not by python-engineio: a client that stops reading would
-otherwise grow it (and the server's memory) without limit. A write that finds
+The session's queue is bounded here, not by python-engineio: a client that stops reading
+would otherwise grow it (and the server's memory) without limit. A write that finds
 `max_backlog` packets still unsent drops the connection instead (a slow consumer): the
 client resumes later by replay, from what it confirmed, and loses nothing. Replays pace
 themselves (a page at a time, when the queue has room), so only a client that stops
@@ -29,13 +27,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import socketio
-from engineio import packet as eio_packet
 
 from claims_realtime.realtime import metrics
-from claims_realtime.realtime.engine import abort_connection
+from claims_realtime.realtime.sockets import BACKLOGGED, QUEUED, Transport
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +87,12 @@ class Fanout:
 
     def __init__(
         self,
-        sio: socketio.AsyncServer,
+        transport: Transport,
         read_history: HistoryReader,
         page_size: int = 500,
         max_backlog: int = MAX_SOCKET_BACKLOG,
     ):
-        self._sio = sio
+        self._transport = transport
         self._read = read_history
         self._max_backlog = max_backlog
         # A replay page must fit in the queue with room to spare (see _wait_for_room).
@@ -228,33 +222,28 @@ class Fanout:
             self._write(sub, text)
 
     def _write(self, sub: Subscriber, text: str) -> bool:
-        socket = self._sio.eio.sockets.get(sub.eio_sid)
-        if socket is None or socket.closed:
-            return False
-        line = getattr(socket, "lean_line", None)
-        if line is not None and line.send(text):
-            return True  # written at once (see realtime.engine.DirectLine)
-        queue = socket.queue
-        if queue.qsize() >= self._max_backlog:
-            self._drop_slow_consumer(sub, socket)
-            return False
-        queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=text))
-        return True
+        sent = self._transport.send(sub.eio_sid, text, self._max_backlog)
+        if sent <= QUEUED:
+            return True  # written, or queued for the session
+        if sent == BACKLOGGED:
+            self._drop_slow_consumer(sub)
+        return False
 
-    def _drop_slow_consumer(self, sub: Subscriber, socket: Any) -> None:
+    def _drop_slow_consumer(self, sub: Subscriber) -> None:
         """`sub`'s connection left `max_backlog` packets unsent: drop it (every channel on
         it), free its queue, and keep its channels' resume points at what was confirmed."""
-        if socket.closing or socket.closed or getattr(socket, "lean_aborted", False):
+        if self._transport.closing(sub.eio_sid):
             return  # already going
-        # Cut the websocket: its writer may be stuck sending to a peer that does not read.
-        abort_connection(socket)
+        # Cut the connection (its writer may be stuck sending to a peer that does not read),
+        # empty its queue and close it.
+        unsent = self._transport.abort(sub.eio_sid)
         self.slow_consumer_drops += 1
         metrics.record_slow_consumer_drop()
         log.warning(
             "dropping connection %s (channel %s): %d packets unsent, it stopped reading",
             sub.eio_sid,
             sub.channel_id,
-            socket.queue.qsize(),
+            unsent,
         )
         for subs in self._channels.values():
             for other in subs.values():
@@ -264,17 +253,6 @@ class Fanout:
                     # the resume point would fall back to `delivered` (counted when queued):
                     # a confirmed position of 0 keeps it at what the client acknowledged.
                     self.note_positions(other.channel_id, confirmed=0)
-        queue = socket.queue
-        while not queue.empty():
-            queue.get_nowait()
-            queue.task_done()
-        asyncio.get_running_loop().create_task(self._close_dropped(socket))
-
-    async def _close_dropped(self, socket: Any) -> None:
-        # Closing the Engine.IO socket (the aborted websocket does it too; polling needs it)
-        # disconnects its namespaces, whose detach writes positions back and marks channels
-        # nobody else holds `disconnected`.
-        await socket.close(wait=False, abort=True, reason=self._sio.eio.reason.TRANSPORT_ERROR)
 
     def _start_catch_up(self, sub: Subscriber) -> None:
         sub.catching_up = True
@@ -294,17 +272,17 @@ class Fanout:
             log.warning(
                 "replay to %s on %s failed (%s); disconnecting it", sub.sid, sub.channel_id, exc
             )
-            await self._sio.disconnect(sub.sid, namespace=sub.namespace)
+            await self._transport.disconnect(sub.sid, sub.namespace)
 
     async def _wait_for_room(self, sub: Subscriber) -> bool:
         """Pace a replay: wait until a page fits in the socket's queue (under the slow
         consumer bound) so that a long replay to a client that reads is never dropped.
         False when the socket went away meanwhile."""
         while not sub.detached and not sub.dropped:
-            socket = self._sio.eio.sockets.get(sub.eio_sid)
-            if socket is None or socket.closed:
+            queued = self._transport.backlog(sub.eio_sid)
+            if queued is None:
                 return False
-            if socket.queue.qsize() + self._page < self._max_backlog:
+            if queued + self._page < self._max_backlog:
                 return True
             await asyncio.sleep(_ROOM_POLL)
         return False
@@ -401,4 +379,4 @@ class Fanout:
         self._closed[channel_id] = now
         self.write_message(channel_id, closed_packet)
         for sub in list(self._channels.get(channel_id, {}).values()):
-            await self._sio.disconnect(sub.sid, namespace=sub.namespace)
+            await self._transport.disconnect(sub.sid, sub.namespace)

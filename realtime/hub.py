@@ -2,6 +2,7 @@
 
     publish()        record events durably, then write them to local sockets
     attach/detach()  a socket joins or leaves a channel (resume point, recovery, status)
+    confirm()        a client's `ack` event
     reconnect()      PUT .../reconnect: status connected, missed-event count
     close_channel()  DELETE: close, tell the sockets, disconnect them
 and, in the background: writing delivery positions back, pruning history, this process's
@@ -33,7 +34,6 @@ from claims_realtime.realtime.limits import (
     DEFAULT_CONNECT_FAILURE_WINDOW,
     FailureLimiter,
 )
-from claims_realtime.realtime.namespace import ChannelNamespace
 from claims_realtime.realtime.protocol import (
     CHANNEL_CLOSED,
     RECOVERY,
@@ -94,7 +94,7 @@ class Hub:
         self.stale_after = stale_after
         #: Past `max_socket_backlog` unsent packets a connection is dropped (slow consumer);
         #: its namespaces' disconnect then detaches it like any other (see detach()).
-        self.fanout = Fanout(sio, self._read_history, max_backlog=max_socket_backlog)
+        self.fanout = Fanout(sio.transport, self._read_history, max_backlog=max_socket_backlog)
         #: Connect attempts with bad credentials per client address (see realtime.limits).
         self.connect_failures = (
             connect_failures
@@ -104,7 +104,6 @@ class Hub:
         sio.on_sequence_ack = self.fanout.confirm
         sio.on_connection_ack = self.fanout.confirm_connection
         sio.on_namespace_connected = self._on_namespace_connected
-        sio.register_namespace(ChannelNamespace(self))
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._attaching = asyncio.Semaphore(MAX_CONCURRENT_ATTACHES)
@@ -251,7 +250,6 @@ class Hub:
                     "channel_closed",
                     f"Channel {channel_id} was closed at {rfc3339_or_none(channel.closed_at)}.",
                 )
-            await history.with_current_heads([channel])
             head = channel.head_sequence
             if last_sequence is not None and last_sequence > head:
                 raise Refusal(
@@ -311,6 +309,10 @@ class Hub:
         self.connect_failures.failed(address)
         if self.broker.distributed:
             await self.broker.publish(relay.encode_connect_failure(self.node_id, address))
+
+    def confirm(self, sid: str, channel_id: str, sequence: int) -> None:
+        """The client confirmed everything up to `sequence` (cumulative)."""
+        self.fanout.confirm(sid, channel_id, sequence)
 
     async def detach(self, channel_id: str, sid: str) -> None:
         self.fanout.detach(sid, channel_id)

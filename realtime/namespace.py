@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
 from claims_realtime.models.db import database_unavailable
-from claims_realtime.realtime.limits import client_address
+from claims_realtime.realtime.limits import FailureLimiter, client_address
 from claims_realtime.realtime.protocol import Refusal, channel_id_of
-
-if TYPE_CHECKING:
-    from claims_realtime.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +23,38 @@ CREDENTIAL_FAILURES = frozenset({"token_required", "channel_not_found", "invalid
 MALFORMED = frozenset({"not_a_channel", "invalid_last_sequence"})
 
 
+class Channels(Protocol):
+    """What the namespace needs of the delivery service (realtime.hub.Hub, wired by
+    claims_realtime.app). What it needs of the Socket.IO server (the sid's Engine.IO
+    connection, the misbehaviour record) it reads from `self.server`, as python-socketio sets
+    it when the namespace is registered."""
+
+    @property
+    def connect_failures(self) -> FailureLimiter:
+        """Connect attempts with bad credentials, per client address."""
+        ...
+
+    async def attach(
+        self,
+        channel_id: str,
+        namespace: str,
+        sid: str,
+        eio_sid: str,
+        token: str,
+        last_sequence: int | None,
+    ) -> None:
+        """Accept a socket on a channel and start its replay, or raise Refusal."""
+        ...
+
+    async def detach(self, channel_id: str, sid: str) -> None: ...
+
+    def confirm(self, sid: str, channel_id: str, sequence: int) -> None: ...
+
+    async def credential_failure(self, address: str) -> None:
+        """`address` presented bad credentials (counted in every process)."""
+        ...
+
+
 class ChannelNamespace(socketio.AsyncNamespace):
     """Handles every namespace (registered as `*`); only channel namespaces are accepted.
 
@@ -33,16 +62,16 @@ class ChannelNamespace(socketio.AsyncNamespace):
     `connect_error` with `{message, data: {code}}`.
     """
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, channels: Channels) -> None:
         super().__init__("*")
-        self.hub = hub
+        self.channels = channels
 
     async def on_connect(
         self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None
     ) -> None:
         channel_id = channel_id_of(namespace)
         address = client_address(environ)
-        limiter = self.hub.connect_failures
+        limiter = self.channels.connect_failures
         try:
             # First, and at constant cost: an address that keeps presenting bad credentials
             # gets no further look at any token until its failures age out.
@@ -59,7 +88,7 @@ class ChannelNamespace(socketio.AsyncNamespace):
                 )
             token, last_sequence = _parse_auth(auth)
             eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
-            await self.hub.attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
+            await self.channels.attach(channel_id, namespace, sid, eio_sid, token, last_sequence)
         except Refusal as refusal:
             await self._refused(namespace, sid, address, refusal)
             raise ConnectionRefusedError(refusal.message, {"code": refusal.code}) from None
@@ -76,8 +105,8 @@ class ChannelNamespace(socketio.AsyncNamespace):
 
     async def _refused(self, namespace: str, sid: str, address: str, refusal: Refusal) -> None:
         if refusal.code in CREDENTIAL_FAILURES:
-            limiter = self.hub.connect_failures
-            await self.hub.credential_failure(address)
+            limiter = self.channels.connect_failures
+            await self.channels.credential_failure(address)
             if limiter.blocked(address):
                 log.warning(
                     "refusing connections from %s for up to %.0f s: %d bad credentials",
@@ -94,7 +123,7 @@ class ChannelNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, namespace: str, sid: str, reason: Any = None) -> None:
         channel_id = channel_id_of(namespace)
         if channel_id is not None:
-            await self.hub.detach(channel_id, sid)
+            await self.channels.detach(channel_id, sid)
 
     async def on_ack(self, namespace: str, sid: str, data: Any = None, *extra: Any) -> None:
         """`ack {sequence}`: the client confirms everything up to `sequence`."""
@@ -106,7 +135,7 @@ class ChannelNamespace(socketio.AsyncNamespace):
                 eio_sid or sid, "sent a malformed ack %.80r on %.80s", data, namespace
             )
             return
-        self.hub.fanout.confirm(sid, channel_id, sequence)
+        self.channels.confirm(sid, channel_id, sequence)
 
 
 def _is_sequence(value: Any) -> TypeGuard[int]:

@@ -10,10 +10,12 @@ from typing import Any
 
 import socketio
 
-from claims_realtime.fastpaths import FastPath
 from claims_realtime.realtime.engine import LeanEngineServer
+from claims_realtime.realtime.fastpaths import FastPath
+from claims_realtime.realtime.lean import LeanTransport
 from claims_realtime.realtime.limits import Misbehaviour
 from claims_realtime.realtime.protocol import channel_id_of
+from claims_realtime.realtime.sockets import StockTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class ChannelSocketServer(socketio.AsyncServer):
         #: What each connection did wrong, logged once per connection (eio sid): one
         #: record with the Engine.IO layer's, so a connection is named once in all.
         self.misbehaviour: Misbehaviour = self.eio.misbehaviour
+        #: How fan-out writes to the sessions and drops them (realtime.sockets).
+        self.transport: Transport = choose_transport(self, fast_paths)
         #: Connections that have not joined a namespace yet, and when that is too late.
         self._join_deadlines: dict[str, asyncio.TimerHandle] = {}
 
@@ -215,6 +219,17 @@ class ChannelSocketServer(socketio.AsyncServer):
             self.misbehaviour.note(eio_sid, "sent a malformed ack %.40r on %.80s", data, namespace)
         else:
             self.on_sequence_ack(sid, channel_id, id)
+
+
+def choose_transport(sio: ChannelSocketServer, fast_paths: bool) -> Transport:
+    """The lean transport (direct writes) where our reader and writer serve websockets and
+    FAST_PATHS is on; python-engineio's queue for every packet otherwise. Both cut a slow
+    consumer's websocket through the engine server, which does so wherever our reader serves
+    it (with FAST_PATHS off too: python-engineio's handler has no way to)."""
+    eio = sio.eio
+    if fast_paths and eio.adopts_sockets:
+        return LeanTransport(sio, eio.wires, eio.cut)
+    return StockTransport(sio, eio.cut)
 
 
 def create_socket_server(

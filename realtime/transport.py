@@ -32,7 +32,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import Protocol, State
 from websockets.streams import StreamReader
 
-from claims_realtime.fastpaths import FastPath
+from claims_realtime.realtime.fastpaths import FastPath
 
 try:  # websockets' C unmasking, as websockets itself uses when it was built
     from websockets.speedups import apply_mask

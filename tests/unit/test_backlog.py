@@ -10,6 +10,7 @@ import pytest
 
 from claims_realtime.realtime.fanout import Fanout, Subscriber
 from claims_realtime.realtime.protocol import message_packet
+from claims_realtime.realtime.sockets import StockTransport
 from tests.unit.test_fanout import CHANNEL, NAMESPACE, FakeServer, FakeSocket, History
 
 BACKLOG = 10
@@ -46,7 +47,7 @@ def history() -> History:
 
 @pytest.fixture
 def fanout(server: FakeServer, history: History) -> Fanout:
-    return Fanout(server, history.read, page_size=500, max_backlog=BACKLOG)  # type: ignore[arg-type]
+    return Fanout(StockTransport(server), history.read, page_size=500, max_backlog=BACKLOG)
 
 
 def attach(fanout: Fanout, server: FakeServer, sid: str, cursor: int, head: int) -> ClosingSocket:

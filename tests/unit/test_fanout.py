@@ -15,6 +15,7 @@ from socketio import packet as sio_packet
 
 from claims_realtime.realtime.fanout import Fanout, Subscriber
 from claims_realtime.realtime.protocol import message_packet
+from claims_realtime.realtime.sockets import StockTransport
 
 CHANNEL = "chan_test"
 NAMESPACE = f"/channels/{CHANNEL}"
@@ -41,7 +42,8 @@ class FakeSocket:
 
 @dataclass
 class FakeServer:
-    """What Fanout uses of python-socketio's AsyncServer."""
+    """What Fanout's transport (realtime.sockets.StockTransport) uses of python-socketio's
+    AsyncServer."""
 
     sockets: dict[str, FakeSocket] = field(default_factory=dict)
     disconnected: list[str] = field(default_factory=list)
@@ -94,7 +96,7 @@ def history() -> History:
 
 @pytest.fixture
 def fanout(server: FakeServer, history: History) -> Fanout:
-    return Fanout(server, history.read, page_size=3)  # type: ignore[arg-type]
+    return Fanout(StockTransport(server), history.read, page_size=3)
 
 
 def attach(fanout: Fanout, server: FakeServer, sid: str, cursor: int, head: int) -> FakeSocket:

@@ -1,8 +1,8 @@
 """Fast paths that check what they stand on.
 
 A few parts of the service replace a library's own code path with a faster one that reads
-or overrides the library's private attributes (realtime.engine, realtime.transport,
-realtime.server's ack frames, claims_realtime.dispatch). Each declares a `FastPath`: the
+or overrides the library's private attributes (realtime.engine with realtime.lean,
+realtime.transport, realtime.server's ack frames). Each declares a `FastPath`: the
 library release it was written against (major.minor) and the attributes it relies on. When
 the server is built, `check()` compares them with what is installed; on a mismatch it logs
 one warning and the caller serves that part through the library's stock path instead.
@@ -60,9 +60,8 @@ class FastPath:
             f"{_name(owner)}.{attr}" for owner, attr in self.relies_on if not _has(owner, attr)
         ]
         if missing:
-            return (
-                f"{self.library} {found} (written for {self.written_for}) lacks "
-                + ", ".join(missing)
+            return f"{self.library} {found} (written for {self.written_for}) lacks " + ", ".join(
+                missing
             )
         return None
 
