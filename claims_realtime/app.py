@@ -8,7 +8,7 @@
                       └── ConsoleRoute    GET /console/ -> the live console
                           └── AsyncApiRoute   GET /api/v1/asyncapi.yaml (static.py)
                               └── MethodGuard     undeclared methods -> 405 with an exact Allow
-                                  └── ServiceApp  connexion.AsyncApp: the document, mounted twice
+                                  └── connexion.AsyncApp  the document, mounted twice
 
 Socket.IO is the outermost app so that Connexion's lifespan (database, background jobs)
 runs under uvicorn and under Schemathesis alike (see docs/architecture.md, "Facts about the
@@ -27,21 +27,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import connexion
 import socketio
 import yaml
 
 from claims_realtime.auth import SECURITY_MAP, TokenVerifier, document_for_mode
 from claims_realtime.console import ConsoleRoute
 from claims_realtime.cors import http_cors, socket_cors
-from claims_realtime.dispatch import app_class
+from claims_realtime.guards import BodyLimit, MethodGuard
 from claims_realtime.handlers.metrics import MetricsRoute
-from claims_realtime.http import (
-    ERROR_HANDLERS,
-    BodyLimit,
-    MethodGuard,
-    SnakeCaseResolver,
-    validator_map,
-)
+from claims_realtime.http import ERROR_HANDLERS, SnakeCaseResolver
 from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.models.credentials import hash_secret
@@ -52,9 +47,11 @@ from claims_realtime.realtime.broker import create_broker
 from claims_realtime.realtime.hub import Hub
 from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.realtime.metrics import process_exited, watch_collections
+from claims_realtime.realtime.namespace import ChannelNamespace
 from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.settings import Settings
 from claims_realtime.static import AsyncApiRoute, package_file
+from claims_realtime.validation import validator_map
 
 SPEC_FILE = "claims-realtime.yaml"
 #: Where the document is served: the canonical prefix, and the source contract's literal
@@ -148,6 +145,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             settings.connect_failure_limit, settings.connect_failure_window_seconds
         ),
     )
+    # The channel namespaces (`/channels/<id>`) join and leave channels through the hub.
+    sio.register_namespace(ChannelNamespace(hub))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -168,8 +167,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await close_database()
             process_exited()
 
-    # ServiceApp, or Connexion's own AsyncApp (FAST_PATHS=off, another Connexion release).
-    api = app_class(settings.fast_paths)(
+    # Connexion's own request path, extended through its documented points: resolver,
+    # validator map, security map, error handlers.
+    api = connexion.AsyncApp(
         __name__,
         lifespan=lifespan,
         resolver=SnakeCaseResolver(),

@@ -21,9 +21,8 @@ from typing import Any
 import jwt
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
-from connexion.security import SECURITY_HANDLERS, ApiKeySecurityHandler, BearerSecurityHandler
+from connexion.security import SECURITY_HANDLERS, BearerSecurityHandler
 
-from claims_realtime.dispatch import SignatureOnce
 from claims_realtime.models.access import Principal
 from claims_realtime.settings import Settings
 
@@ -152,9 +151,10 @@ def check_bearer_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
     return {"sub": principal.user_id, "principal": principal}
 
 
-class StrictBearerHandler(SignatureOnce, BearerSecurityHandler):
+class StrictBearerHandler(BearerSecurityHandler):
     """Connexion's bearer handler, answering a missing or non-Bearer Authorization header
-    with our 401 (which carries `WWW-Authenticate: Bearer`) instead of a bare one."""
+    with our 401 (which carries `WWW-Authenticate: Bearer`) instead of a bare one.
+    `_get_verify_func` is the method Connexion's documentation has custom handlers override."""
 
     def _get_verify_func(self, token_info_func: Any) -> Any:
         check = self.check_bearer_token(token_info_func)
@@ -171,17 +171,9 @@ class StrictBearerHandler(SignatureOnce, BearerSecurityHandler):
         return wrapper
 
 
-class PublisherKeyHandler(SignatureOnce, ApiKeySecurityHandler):
-    """Connexion's API key handler (the ingestion API's `X-Publisher-Key`), minus the two
-    signature inspections per request (claims_realtime.dispatch)."""
-
-
-#: Connexion's `security_map`: our bearer and API key handlers, the stock ones otherwise.
-SECURITY_MAP: dict[str, Any] = {
-    **SECURITY_HANDLERS,
-    "apiKey": PublisherKeyHandler,
-    "bearer": StrictBearerHandler,
-}
+#: Connexion's `security_map`: our bearer handler, the stock ones otherwise (the ingestion
+#: API's `X-Publisher-Key` is Connexion's apiKey handler with `check_publisher_key`).
+SECURITY_MAP: dict[str, Any] = {**SECURITY_HANDLERS, "bearer": StrictBearerHandler}
 
 
 def document_for_mode(document: dict[str, Any], auth_mode: str) -> dict[str, Any]:

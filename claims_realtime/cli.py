@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from claims_realtime.fastpaths import all_match, installed_version
 from claims_realtime.logs import configure_logging
+from claims_realtime.realtime.fastpaths import all_match, installed_version
 from claims_realtime.settings import Settings
 
 log = logging.getLogger(__name__)

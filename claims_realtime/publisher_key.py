@@ -1,10 +1,6 @@
 """The ingestion API's shared secret: PUBLISHER_KEY, or one generated once under DATA_DIR;
-and the check of a presented key, with wrong keys counted per client address.
-
-Wrong keys are counted by each process on its own (unlike socket connect failures, which
-the processes relay to each other): behind N processes an address may try up to N times
-the limit per window, still a bound.
-"""
+and the counter of wrong keys per client address. A presented key is checked per request by
+claims_realtime.handlers.claim_events."""
 
 from __future__ import annotations
 
@@ -12,8 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from claims_realtime.models.credentials import new_token, secret_matches
-from claims_realtime.models.errors import TooManyAttempts
+from claims_realtime.models.credentials import new_token
 from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.settings import Settings
 
@@ -53,24 +48,3 @@ def publisher_key_failures(settings: Settings) -> FailureLimiter:
     return FailureLimiter(
         settings.publisher_key_failure_limit, settings.publisher_key_failure_window_seconds
     )
-
-
-def admit_publisher_key(
-    api_key: str, key_hash: str, failures: FailureLimiter, address: str
-) -> bool:
-    """True if `api_key` is the publisher key (`key_hash` is its hash).
-
-    An address with too many recent wrong keys gets TooManyAttempts (429, Retry-After)
-    before its key is even compared, right or wrong, until those failures age out. A wrong
-    key counts against the address; a right one forgives nothing.
-    """
-    if failures.blocked(address):
-        raise TooManyAttempts(
-            "Too many requests with a wrong X-Publisher-Key from this address; "
-            "retry after the time in Retry-After.",
-            failures.retry_after(address),
-        )
-    if secret_matches(api_key, key_hash):
-        return True
-    failures.failed(address)
-    return False

@@ -146,7 +146,7 @@ class Settings:
     #: `text` (human-readable lines) or `json` (one JSON object per line).
     log_format: str = "text"
     #: FAST_PATHS: False serves every part through its libraries' stock code (our faster
-    #: paths over their internals off; see claims_realtime.fastpaths).
+    #: paths over their internals off; see claims_realtime.realtime.fastpaths).
     fast_paths: bool = True
 
     @classmethod

@@ -9,11 +9,12 @@ never by a path relative to the repository, so an installed wheel runs from any 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from importlib.resources import files
 from typing import Any
 
 from starlette.responses import Response
+
+from claims_realtime.handlers.problems import PROBLEM_JSON, method_not_allowed, problem_body
 
 PACKAGE = "claims_realtime"
 ALLOWED = ("GET", "HEAD")
@@ -39,14 +40,6 @@ def file_response(method: str, body: bytes, media_type: str) -> Response:
     return Response(body, media_type=media_type)
 
 
-def method_not_allowed(method: str, allowed: Iterable[str]) -> tuple[dict[str, Any], str]:
-    """The one 405: its problem body and its `Allow` header for `method` on a resource that
-    answers only `allowed`. Every 405 of the service is built here, whatever sends it."""
-    allow = ", ".join(allowed)
-    detail = f"{method} is not allowed here; allowed: {allow}."
-    return _problem_body(405, "Method Not Allowed", detail), allow
-
-
 def not_allowed(method: str) -> Response:
     body, allow = method_not_allowed(method, ALLOWED)
     return _problem_json(body, {"allow": allow})
@@ -55,17 +48,11 @@ def not_allowed(method: str) -> Response:
 def problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
-    return _problem_json(_problem_body(status, title, detail), headers)
-
-
-def _problem_body(status: int, title: str, detail: str) -> dict[str, Any]:
-    return {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return _problem_json(problem_body(status, title, detail), headers)
 
 
 def _problem_json(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body), body["status"], headers=headers, media_type="application/problem+json"
-    )
+    return Response(json.dumps(body), body["status"], headers=headers, media_type=PROBLEM_JSON)
 
 
 class AsyncApiRoute:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from connexion import request
 from connexion.context import context
@@ -11,15 +11,38 @@ from claims_realtime.models.access import Policy, Principal
 
 if TYPE_CHECKING:
     from claims_realtime.realtime.hub import Hub
-    from claims_realtime.settings import Settings
+
+#: Where claims_realtime.validation.BodyValidator leaves the JSON body it parsed and
+#: validated: in the request's ASGI scope, under `extensions`.
+VALIDATED_BODY = "claims_realtime.validated_body"
+
+
+class HandlerSettings(Protocol):
+    """The settings handlers read (the lifespan's `claims_realtime.settings.Settings`)."""
+
+    @property
+    def public_url(self) -> str | None: ...
+
+    @property
+    def max_channels_per_user(self) -> int: ...
+
+    @property
+    def jwt_coordinator_roles(self) -> tuple[str, ...]: ...
 
 
 def hub() -> Hub:
     return cast("Hub", request.state.hub)
 
 
-def settings() -> Settings:
-    return cast("Settings", request.state.settings)
+def settings() -> HandlerSettings:
+    return cast(HandlerSettings, request.state.settings)
+
+
+def validated_body() -> Any:
+    """The request's JSON body as the body validator parsed it. A handler with large bodies
+    reads it here instead of taking `body`, which Connexion would parse a second time.
+    Only for operations whose body is required JSON: validation always parsed it then."""
+    return request.scope["extensions"][VALIDATED_BODY]
 
 
 def principal() -> Principal | None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from connexion import request
 
+from claims_realtime.handlers.problems import PROBLEM_JSON, method_not_allowed
 from claims_realtime.realtime import metrics
-from claims_realtime.static import method_not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class MetricsRoute:
         if method not in ALLOWED:
             problem, allow = method_not_allowed(method, ALLOWED)
             body = json.dumps(problem).encode()
-            await _respond(send, 405, body, "application/problem+json", allow=allow)
+            await _respond(send, 405, body, PROBLEM_JSON, allow=allow)
             return
         try:
             counts = await metrics.channel_counts()

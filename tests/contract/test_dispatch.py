@@ -1,53 +1,23 @@
-"""Handlers are wrapped once per operation, not once per request (claims_realtime.dispatch).
-
-Connexion 3.3 rebuilt each operation's decorator chain for every request, inspecting the
-handler's and the security check's signatures each time; here that happens once per
-operation, and repeated requests still get their own parameters, bodies and answers.
-Operations whose only input is the JSON body get the body the validator parsed, without
-Connexion's parameter decorator; the others still go through it. Request validators are
-built once per operation too, and still judge every request.
+"""Requests reach their handlers through Connexion's own request path, extended only at its
+documented points (validator map, resolver, security map): repeated requests each get their
+own parameters, bodies and answers, and are each validated. The batch handler reads the body
+its validator parsed instead of having Connexion parse it a second time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
+import fastjsonschema
 import httpx
 import pytest
-from connexion import security
-from connexion.decorators import parameter
 from starlette.requests import Request
 
-from claims_realtime import dispatch, http
+from claims_realtime import validation
 from tests.helpers import PUBLISHER_KEY
 
 AUTH = {"X-Publisher-Key": PUBLISHER_KEY}
-
-
-@pytest.fixture
-def inspections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the functions whose signatures get inspected from now on."""
-    seen: list[str] = []
-
-    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
-        def inspect(function: Callable[..., Any]) -> Any:
-            seen.append(function.__name__)
-            return original(function)
-
-        return inspect
-
-    monkeypatch.setattr(
-        parameter, "inspect_function_arguments", counting(parameter.inspect_function_arguments)
-    )
-    # Where Connexion's security handlers look, and where ours do.
-    for module in (security, dispatch):
-        monkeypatch.setattr(
-            module, "inspect_function_arguments", counting(module.inspect_function_arguments)
-        )
-    dispatch._accepts_kwarg.cache_clear()
-    return seen
 
 
 async def publish(api: httpx.AsyncClient, claim: int) -> httpx.Response:
@@ -60,72 +30,53 @@ async def publish(api: httpx.AsyncClient, claim: int) -> httpx.Response:
     return await api.post("/api/v1/claim-events/batch", json={"events": [event]}, headers=AUTH)
 
 
-async def test_signatures_are_inspected_once_per_operation(
-    api: httpx.AsyncClient, inspections: list[str]
-) -> None:
+async def test_repeated_requests_each_get_their_own_input(api: httpx.AsyncClient) -> None:
     created = await api.post("/api/v1/realtime-subscriptions/user", json={"user_id": "usr_owner"})
     assert created.status_code == 201, created.text
     channel_id = created.json()["channel_id"]
     assert (await publish(api, 0)).status_code == 202
-    after_first = list(inspections)
-    # The batch handler, and the publisher key check asked about two keywords (one answer
-    # each, cached): nothing more on later requests.
-    assert "publish_claim_event_batch" in after_first
-    assert "check_publisher_key" in after_first
 
     for claim in range(1, 6):
         response = await publish(api, claim)
         assert response.status_code == 202, response.text
         assert response.json()["results"][0]["channels"] == 1
-    assert inspections == after_first
 
     # Each request still gets its own path parameter.
     detail = await api.get(f"/api/v1/realtime-subscriptions/{channel_id}")
     assert detail.json()["event_count"] == 6
-    inspected = inspections.count("get_subscription")
-    assert inspected >= 1
     missing = await api.get("/api/v1/realtime-subscriptions/chan_doesnotexist0000000")
     assert missing.status_code == 404
     again = await api.get(f"/api/v1/realtime-subscriptions/{channel_id}")
     assert again.json()["channel_id"] == channel_id
-    assert inspections.count("get_subscription") == inspected
 
 
-async def test_a_refused_publisher_key_is_refused_every_time(
-    api: httpx.AsyncClient, inspections: list[str]
-) -> None:
+async def test_a_refused_publisher_key_is_refused_every_time(api: httpx.AsyncClient) -> None:
     event = {"event_type": "comment_added", "claim_id": "c", "organisation_id": "o", "user_id": "u"}
     for _ in range(3):
         response = await api.post(
             "/api/v1/claim-events/batch", json={"events": [event]}, headers={"X-Publisher-Key": "x"}
         )
         assert response.status_code == 401
-    assert inspections.count("check_publisher_key") <= 2
+    assert (await publish(api, 0)).status_code == 202
 
 
 @pytest.fixture
-def argument_preparations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The handlers whose arguments Connexion's parameter decorator prepares from now on,
-    and `json` for every parse of a body through Starlette's Request.json."""
+def body_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths whose body is parsed through Starlette's Request.json from now on (what
+    Connexion does for a handler that takes `body`)."""
     seen: list[str] = []
-    prep_kwargs = parameter.prep_kwargs
     starlette_json = Request.json
 
-    def counting_prep_kwargs(request: Any, **kwargs: Any) -> Any:
-        seen.append(str(request.scope["path"]))
-        return prep_kwargs(request, **kwargs)
-
     async def counting_json(request: Request) -> Any:
-        seen.append("json")
+        seen.append(str(request.scope["path"]))
         return await starlette_json(request)
 
-    monkeypatch.setattr(parameter, "prep_kwargs", counting_prep_kwargs)
     monkeypatch.setattr(Request, "json", counting_json)
     return seen
 
 
-async def test_a_body_only_operation_gets_the_validated_body(
-    api: httpx.AsyncClient, argument_preparations: list[str]
+async def test_the_batch_handler_gets_the_validated_body(
+    api: httpx.AsyncClient, body_parses: list[str]
 ) -> None:
     created = await api.post("/api/v1/realtime-subscriptions/user", json={"user_id": "usr_owner"})
     assert created.status_code == 201, created.text
@@ -133,6 +84,8 @@ async def test_a_body_only_operation_gets_the_validated_body(
     for claim in range(3):
         response = await publish(api, claim)
         assert response.status_code == 202, response.text
+    # The batch is parsed once, by its validator: not a second time for the handler.
+    assert "/api/v1/claim-events/batch" not in body_parses
     single = await api.post(
         "/api/v1/claim-events",
         json={
@@ -145,20 +98,15 @@ async def test_a_body_only_operation_gets_the_validated_body(
         headers=AUTH,
     )
     assert single.status_code == 202, single.text
-    # Neither Connexion's parameter decorator nor a second parse of the body.
-    assert argument_preparations == []
 
-    # Operations with path or query parameters still go through Connexion's decorator.
     listed = await api.get("/api/v1/realtime-subscriptions", params={"limit": 5})
     assert listed.status_code == 200
     assert listed.json()["pagination"]["limit"] == 5
     channel_id = created.json()["channel_id"]
     detail = await api.get(f"/api/v1/realtime-subscriptions/{channel_id}")
     assert detail.json()["event_count"] == 4
-    assert argument_preparations == [
-        "/api/v1/realtime-subscriptions",
-        f"/api/v1/realtime-subscriptions/{channel_id}",
-    ]
+    # Handlers that take `body` get it from Connexion, as the document's other operations do.
+    assert body_parses == ["/api/v1/realtime-subscriptions/user", "/api/v1/claim-events"]
 
 
 async def test_the_body_only_path_answers_as_connexion_did(api: httpx.AsyncClient) -> None:
@@ -180,29 +128,30 @@ async def test_the_body_only_path_answers_as_connexion_did(api: httpx.AsyncClien
 
 
 @pytest.fixture
-def validators_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The request validators constructed from now on, by class name."""
-    built: list[str] = []
-    for cls in (http.BodyValidator, http.ParametersValidator):
-        original = cls.__init__
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every body schema compiled by fastjsonschema from now on (by its title, if any)."""
+    seen: list[str] = []
+    compile_ = fastjsonschema.compile
 
-        def counting(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
-            built.append(type(self).__name__)
-            __original(self, *args, **kwargs)
+    def counting(schema: dict[str, Any], **kwargs: Any) -> Any:
+        seen.append(str(schema.get("title", "")))
+        return compile_(schema, **kwargs)
 
-        monkeypatch.setattr(cls, "__init__", counting)
-    return built
+    monkeypatch.setattr(validation.fastjsonschema, "compile", counting)
+    return seen
 
 
-async def test_request_validators_are_built_once_per_operation(
-    api: httpx.AsyncClient, validators_built: list[str]
+async def test_body_schemas_are_compiled_once_not_per_request(
+    api: httpx.AsyncClient, compiled: list[str]
 ) -> None:
+    """Connexion builds the body validator per request; what is costly to build, the compiled
+    schema, is kept per schema across them."""
     assert (await publish(api, 0)).status_code == 202
-    after_first = list(validators_built)
-    assert after_first == ["ParametersValidator", "BodyValidator"]
+    after_first = list(compiled)
+    assert len(after_first) <= 1
     for claim in range(1, 5):
         assert (await publish(api, claim)).status_code == 202
-    assert validators_built == after_first
+    assert compiled == after_first
 
 
 async def test_validation_still_refuses_per_request(api: httpx.AsyncClient) -> None:

@@ -12,8 +12,8 @@ from connexion.spec import Specification
 from jsonschema import Draft4Validator
 
 from claims_realtime.app import SPEC_FILE
-from claims_realtime.http import accepted_fast
 from claims_realtime.patterns import RequestBodySchemaValidator
+from claims_realtime.validation import accepted_fast
 from tests.helpers import ROOT
 
 SPEC = Specification.load(ROOT / "openapi" / SPEC_FILE)

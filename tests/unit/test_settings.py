@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from claims_realtime.handlers.app_state import HandlerSettings
 from claims_realtime.settings import MIN_PUBLISHER_KEY_BYTES, Settings
 
 
@@ -126,3 +127,14 @@ def test_heartbeat_and_header_bounds() -> None:
 def test_heartbeat_and_header_bounds_are_validated(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env({name: value})
+
+
+def test_settings_are_what_handlers_read() -> None:
+    """Handlers see the settings through a narrow Protocol (handlers do not import the
+    composition layer): Settings has every member it names."""
+    members = [name for name, value in vars(HandlerSettings).items() if isinstance(value, property)]
+    assert members and all(hasattr(Settings(), name) for name in members)
+    seen: HandlerSettings = Settings(public_url="https://rt.example.com")
+    assert seen.public_url == "https://rt.example.com"
+    assert seen.max_channels_per_user == 100
+    assert seen.jwt_coordinator_roles == Settings().jwt_coordinator_roles
