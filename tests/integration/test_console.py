@@ -224,4 +224,3 @@ async def test_console_answers_problems_for_unknown_files_and_methods(
     assert_problem(response, 405)
     assert response.headers["allow"] == "GET"
     assert (await api.get("/consoles")).status_code == 404  # not a console path
-

@@ -53,8 +53,12 @@ async def test_no_secret_appears_in_a_debug_log(server: Server) -> None:
         assert refused.status_code == 401, refused.text
         wrong = await http.post(
             "/api/v1/claim-events",
-            json={"event_type": "claim_submitted", "claim_id": "clm_1",
-                  "organisation_id": "org_1", "user_id": user},
+            json={
+                "event_type": "claim_submitted",
+                "claim_id": "clm_1",
+                "organisation_id": "org_1",
+                "user_id": user,
+            },
             headers={"X-Publisher-Key": WRONG_PUBLISHER_KEY},
         )
         assert wrong.status_code == 401, wrong.text
@@ -75,8 +79,10 @@ async def test_no_secret_appears_in_a_debug_log(server: Server) -> None:
         )
         try:
             published = await server.publish(
-                event_type="claim_approved", claim_id=unique("clm"),
-                organisation_id=unique("org"), user_id=user,
+                event_type="claim_approved",
+                claim_id=unique("clm"),
+                organisation_id=unique("org"),
+                user_id=user,
             )
             event = await client.next(timeout=10)
             assert isinstance(event, dict) and event["event_id"] == published["event_id"]
