@@ -16,6 +16,7 @@ from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.event import ChannelEvent
+from claims_realtime.models.subscriptions import open_channel
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,31 @@ class Retention:
 
     def lowest_kept(self, head_sequence: int) -> int:
         return max(1, head_sequence - self.max_events + 1)
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Reading a channel after sequence `after`: where the read starts and what retention
+    lost on the way. One rule for a socket's `recovery` and for a REST page of history."""
+
+    after: int
+    head: int
+    #: The oldest kept sequence (`first_available`; head + 1 when none is kept).
+    first_available: int
+
+    @property
+    def start(self) -> int:
+        """The read continues after this sequence: `after`, or later if history lost some."""
+        return max(self.after, self.first_available - 1)
+
+    @property
+    def unavailable(self) -> int:
+        """Events after `after` that retention no longer holds."""
+        return self.start - self.after
+
+    @property
+    def recovered(self) -> bool:
+        return self.unavailable == 0
 
 
 async def first_available(channel: Channel, retention: Retention) -> int:
@@ -49,16 +75,53 @@ async def first_available(channel: Channel, retention: Retention) -> int:
 
 
 async def read_after(
-    channel_id: str, after: int, limit: int, retention: Retention
+    channel_id: str, after: int, limit: int, retention: Retention, *, up_to: int | None = None
 ) -> list[ChannelEvent]:
-    """Up to `limit` kept events of the channel after sequence `after`, in order."""
-    return list(
-        await ChannelEvent.filter(
-            channel_id=channel_id, sequence__gt=after, recorded_at__gte=retention.cutoff()
-        )
-        .order_by("sequence")
-        .limit(limit)
-        .select_related("event")
+    """Up to `limit` kept events of the channel after sequence `after` (and at most `up_to`),
+    in order."""
+    query = ChannelEvent.filter(
+        channel_id=channel_id, sequence__gt=after, recorded_at__gte=retention.cutoff()
+    )
+    if up_to is not None:
+        query = query.filter(sequence__lte=up_to)
+    return list(await query.order_by("sequence").limit(limit).select_related("event"))
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a channel's kept events, and where history stands."""
+
+    channel_id: str
+    events: list[ChannelEvent]
+    head_sequence: int
+    first_available_sequence: int
+    unavailable: int
+    #: The `after` of the next page; None when this one reached the head.
+    next_after: int | None
+
+
+async def read_page(channel_id: str, after: int, limit: int, retention: Retention) -> HistoryPage:
+    """Up to `limit` kept events after sequence `after` of an open channel (ChannelNotFound,
+    ChannelClosed otherwise), events retention lost on the way counted as a socket's
+    `recovery` counts them.
+
+    The page stops at the head read first: a channel's head and its placements commit
+    together, so every sequence up to it is visible, and events recorded meanwhile are left
+    whole to the next page. Paging on with `next_after` sees each kept event exactly once.
+    """
+    channel = await open_channel(channel_id)
+    head = int(channel.head_sequence)
+    window = Resumption(after, head, await first_available(channel, retention))
+    events = await read_after(channel_id, window.start, limit, retention, up_to=head)
+    last = events[-1].sequence if events else None
+    more = len(events) == limit and last is not None and last < head
+    return HistoryPage(
+        channel_id=channel_id,
+        events=events,
+        head_sequence=head,
+        first_available_sequence=window.first_available,
+        unavailable=window.unavailable,
+        next_after=int(last) if more and last is not None else None,
     )
 
 

@@ -259,15 +259,16 @@ class Hub:
                 )
             resumed_from = self._resume_point(channel) if last_sequence is None else last_sequence
             first = await history.first_available(channel, self.retention)
-            start = max(resumed_from, first - 1)
+            window = history.Resumption(resumed_from, head, first)
+            start = window.start
             recovery = {
                 "channel_id": channel_id,
                 "resumed_from": resumed_from,
                 "head_sequence": head,
                 "replayed": head - start,
-                "recovered": resumed_from >= first - 1,
+                "recovered": window.recovered,
                 "first_available_sequence": first,
-                "unavailable": start - resumed_from,
+                "unavailable": window.unavailable,
             }
             if self.fanout.is_closed(channel_id):  # closed while we were reading
                 raise Refusal("channel_closed", f"Channel {channel_id} is closed.")

@@ -10,6 +10,7 @@ import pytest
 from socketio import packet
 
 from claims_realtime.models.event import NewEvent
+from claims_realtime.realtime.protocol import envelope as protocol_envelope
 from claims_realtime.realtime.protocol import (
     event_packet,
     namespace_of,
@@ -80,3 +81,14 @@ def test_an_event_just_recorded_is_prepared_as_its_body_would_be(body: dict[str,
         fingerprint="",
     )
     assert prepare_new(event) == prepare(body)
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_the_envelope_rest_answers_is_the_one_the_packet_carries(body: dict[str, Any]) -> None:
+    """listChannelEvents answers `protocol.envelope`; a socket gets `event_packet`'s JSON."""
+    channel_id = "chan_b5c6d7e8"
+    encoded = event_packet(channel_id, 7, prepare(body))
+    _, carried = json.loads(encoded[encoded.index("[") :])
+    answered = protocol_envelope(channel_id, 7, body)
+    assert list(answered.items()) == list(carried.items())
+    assert answered == envelope(channel_id, 7, body)
