@@ -9,7 +9,9 @@ from starlette.responses import Response
 
 from claims_realtime.models.channel import Channel, ChannelStatus, SubscriptionType
 from claims_realtime.models.clock import rfc3339, rfc3339_or_none
+from claims_realtime.models.history import HistoryPage
 from claims_realtime.models.ingest import Recorded
+from claims_realtime.realtime.protocol import envelope, event_body
 
 #: What handlers return: the response itself, which Connexion sends as it is.
 Reply = Response
@@ -41,6 +43,17 @@ def _identity(channel: Channel) -> dict[str, Any]:
     return body
 
 
+def _receipts(channel: Channel) -> dict[str, Any]:
+    """What the channel's subscriber was sent and confirmed, as positions were last written
+    back (by every process, each flush interval)."""
+    delivered, acknowledged = channel.delivered_sequence, channel.confirmed_sequence
+    return {
+        "delivered_sequence": None if delivered is None else int(delivered),
+        "acknowledged_sequence": None if acknowledged is None else int(acknowledged),
+        "pending_events": max(0, int(channel.head_sequence) - int(acknowledged or 0)),
+    }
+
+
 def created_subscription(channel: Channel, token: str, base_url: str) -> dict[str, Any]:
     return {
         **_identity(channel),
@@ -57,6 +70,7 @@ def subscription_summary(channel: Channel) -> dict[str, Any]:
         "status": channel.status.value,
         "created_at": rfc3339(channel.created_at),
         "last_event_at": rfc3339_or_none(channel.last_event_at),
+        **_receipts(channel),
     }
     if channel.status == ChannelStatus.CLOSED and channel.closed_at is not None:
         body["closed_at"] = rfc3339(channel.closed_at)
@@ -71,6 +85,21 @@ def subscription_detail(channel: Channel, base_url: str) -> dict[str, Any]:
         "websocket_url": websocket_url(base_url, channel.id),
         "created_at": rfc3339(channel.created_at),
         "last_event_at": rfc3339_or_none(channel.last_event_at),
+        **_receipts(channel),
+    }
+
+
+def channel_event_page(page: HistoryPage) -> dict[str, Any]:
+    """A page of history, each event in the envelope its sockets receive."""
+    return {
+        "data": [
+            envelope(page.channel_id, int(row.sequence), event_body(row.event))
+            for row in page.events
+        ],
+        "head_sequence": page.head_sequence,
+        "first_available_sequence": page.first_available_sequence,
+        "unavailable": page.unavailable,
+        "next_after_sequence": page.next_after,
     }
 
 

@@ -1,4 +1,5 @@
-"""Handlers of the `realtime-subscriptions` tag: the source contract's six operations."""
+"""Handlers of the `realtime-subscriptions` tag: the source contract's six operations, and
+`listChannelEvents` (a channel's history)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 from claims_realtime.handlers import app_state
 from claims_realtime.handlers.representations import (
     Reply,
+    channel_event_page,
     created_subscription,
     reply,
     subscription_detail,
     subscription_summary,
 )
-from claims_realtime.models import access, subscriptions
+from claims_realtime.models import access, history, subscriptions
 from claims_realtime.models.channel import ChannelStatus, SubscriptionType
 from claims_realtime.models.clock import rfc3339
 
@@ -86,6 +88,12 @@ async def get_subscription(channel_id: str) -> Reply:
     await access.authorize_channel(app_state.principal(), app_state.access_policy(), channel_id)
     channel = await subscriptions.open_channel(channel_id)
     return reply(subscription_detail(channel, app_state.public_base_url()))
+
+
+async def list_channel_events(channel_id: str, after_sequence: int = 0, limit: int = 100) -> Reply:
+    await access.authorize_channel(app_state.principal(), app_state.access_policy(), channel_id)
+    page = await history.read_page(channel_id, after_sequence, limit, app_state.hub().retention)
+    return reply(channel_event_page(page))
 
 
 async def reconnect(channel_id: str) -> Reply:

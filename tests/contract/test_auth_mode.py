@@ -29,6 +29,7 @@ SECURED = [
     ("GET", "/chan_abc123"),
     ("DELETE", "/chan_abc123"),
     ("PUT", "/chan_abc123/reconnect"),
+    ("GET", "/chan_abc123/events"),
 ]
 secured = pytest.mark.parametrize(("method", "path"), SECURED)
 base_paths = pytest.mark.parametrize("base", BASE_PATHS, ids=["canonical", "contract"])

@@ -32,8 +32,11 @@ CHANNEL_ID = re.compile(r"^chan_[a-z0-9]{20}$")
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 SUMMARY_KEYS = {
     "channel_id", "subscription_type", "organisation_id", "user_id", "event_types", "status",
-    "created_at", "last_event_at",
+    "created_at", "last_event_at", "delivered_sequence", "acknowledged_sequence",
+    "pending_events",
 }  # fmt: skip
+#: A channel's receipts before anything was recorded, delivered or confirmed.
+NO_RECEIPTS = {"delivered_sequence": None, "acknowledged_sequence": None, "pending_events": 0}
 
 base_paths = pytest.mark.parametrize("base", BASE_PATHS, ids=["canonical", "contract"])
 
@@ -400,6 +403,7 @@ async def test_list_items_have_the_contract_shape(api: httpx.AsyncClient) -> Non
         "status": "connected",
         "created_at": org["created_at"],
         "last_event_at": None,
+        **NO_RECEIPTS,
     }
     assert items[user["channel_id"]]["event_types"] == ["comment_added"]
     assert items[user["channel_id"]]["created_at"] == user["created_at"]
@@ -487,6 +491,7 @@ async def test_get_channel_detail(api: httpx.AsyncClient, base: str) -> None:
         "websocket_url": created["websocket_url"],
         "created_at": created["created_at"],
         "last_event_at": None,
+        **NO_RECEIPTS,
     }
 
 

@@ -5,7 +5,7 @@ credentials and with invalid ones; both must be refused. The token belongs to us
 coordinator of org_001 (the document's examples), so creation, listing, and the stateful
 get/reconnect/delete of the channels it creates succeed and get replayed. A second run points
 the jwt-mode document at a public-mode server, and must fail that very check: proof that
-the check is live, reaches all six operations with these examples, and would catch one that
+the check is live, reaches all seven operations with these examples, and would catch one that
 does not enforce its security.
 """
 
@@ -101,7 +101,7 @@ def public_server(tmp_path: Path, module_postgres_url: str | None) -> Iterator[S
     """A public-mode server with no per-user channel limit: with --database=postgres it
     shares the module's database with the jwt run before, which can leave usr_coord99, the
     examples' user, at its limit of 100 channels; POST /user would then answer 409, not
-    201, and the check below would see 5 operations."""
+    201, and the check below would see 6 operations."""
     env = {"MAX_CHANNELS_PER_USER": "0"}
     if module_postgres_url:
         env["DATABASE_URL"] = module_postgres_url
@@ -116,7 +116,7 @@ def public_server(tmp_path: Path, module_postgres_url: str | None) -> Iterator[S
 def test_ignored_auth_catches_an_api_that_does_not_enforce_it(
     jwt_server: Server, public_server: Server, tmp_path: Path
 ) -> None:
-    # The jwt-mode document (bearer declared on the six operations) against a public-mode
+    # The jwt-mode document (bearer declared on the seven operations) against a public-mode
     # server, which ignores the token: ignored_auth must flag the operations it succeeded on.
     response = httpx.get(f"{jwt_server.base_url}{CANONICAL_BASE}/openapi.json")
     document = tmp_path / "jwt-openapi.json"
@@ -135,8 +135,8 @@ def test_ignored_auth_catches_an_api_that_does_not_enforce_it(
 
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    # Every one of the six operations succeeded without credentials and was flagged.
-    assert "API accepts requests without authentication: 6" in output, output
+    # Every one of the seven operations succeeded without credentials and was flagged.
+    assert "API accepts requests without authentication: 7" in output, output
     for operation in (
         "GET /realtime-subscriptions",
         "POST /realtime-subscriptions/organisation",
@@ -144,5 +144,6 @@ def test_ignored_auth_catches_an_api_that_does_not_enforce_it(
         "GET /realtime-subscriptions/{channel_id}",
         "PUT /realtime-subscriptions/{channel_id}/reconnect",
         "DELETE /realtime-subscriptions/{channel_id}",
+        "GET /realtime-subscriptions/{channel_id}/events",
     ):
         assert f"_ {operation} _" in output, output
