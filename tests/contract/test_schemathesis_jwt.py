@@ -118,6 +118,15 @@ def test_ignored_auth_catches_an_api_that_does_not_enforce_it(
 ) -> None:
     # The jwt-mode document (bearer declared on the seven operations) against a public-mode
     # server, which ignores the token: ignored_auth must flag the operations it succeeded on.
+    # The channel-id operations get their ids from what the list answers, filtered by a
+    # user_id Schemathesis takes from the examples (usr_coord99 or usr_84cd12ef, depending on
+    # the document): a channel of each makes sure the list hands it a real one either way.
+    for user_id in ("usr_coord99", "usr_84cd12ef"):
+        seeded = httpx.post(
+            f"{public_server.base_url}{CANONICAL_BASE}/realtime-subscriptions/organisation",
+            json={"organisation_id": "org_001", "user_id": user_id},
+        )
+        assert seeded.status_code == 201, seeded.text
     response = httpx.get(f"{jwt_server.base_url}{CANONICAL_BASE}/openapi.json")
     document = tmp_path / "jwt-openapi.json"
     document.write_text(json.dumps(response.json()))
