@@ -5,6 +5,7 @@ DomainError
 ├── Unauthorized        401  missing or wrong publisher key
 ├── Forbidden           403  the caller may not do this (AUTH_MODE=jwt; may name a field)
 ├── ChannelNotFound     404  no channel has this id
+├── EventNotFound       404  no kept claim event has this id (never recorded, or expired)
 ├── EventIdConflict     409  an event_id was reused for a different event
 ├── TooManyChannels     409  the user_id has MAX_CHANNELS_PER_USER active channels already
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
@@ -75,6 +76,18 @@ class ChannelNotFound(DomainError):
     def __init__(self, channel_id: str) -> None:
         super().__init__(f"No channel {channel_id}.")
         self.channel_id = channel_id
+
+
+class EventNotFound(DomainError):
+    status = 404
+    title = "Not Found"
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"No claim event {event_id} (never recorded, or expired by retention).")
+        self.event_id = event_id
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": "event_id"}
 
 
 class EventIdConflict(DomainError):
