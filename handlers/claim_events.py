@@ -1,4 +1,5 @@
-"""Handlers of the `claim-events` tag: ingestion, and its publisher key check.
+"""Handlers of the `claim-events` tag: ingestion, an event's receipts, and the publisher key
+check they share.
 
 Wrong keys are counted by each process on its own (unlike socket connect failures, which
 the processes relay to each other): behind N processes an address may try up to N times
@@ -13,7 +14,13 @@ from connexion.lifecycle import ConnexionRequest
 
 from claims_realtime.handlers import app_state
 from claims_realtime.handlers.metrics import request_received_at
-from claims_realtime.handlers.representations import Reply, publish_result, reply
+from claims_realtime.handlers.representations import (
+    Reply,
+    claim_event_receipts,
+    publish_result,
+    reply,
+)
+from claims_realtime.models import receipts
 from claims_realtime.models.credentials import secret_matches
 from claims_realtime.models.errors import TooManyAttempts
 from claims_realtime.realtime.limits import FailureLimiter, scope_address
@@ -64,3 +71,8 @@ async def publish_claim_event_batch() -> Reply:
         body["events"], batch=True, received_at=request_received_at()
     )
     return reply({"results": [publish_result(outcome) for outcome in outcomes]}, 202)
+
+
+async def get_claim_event(event_id: str, page: int = 1, limit: int = 100) -> Reply:
+    found = await receipts.read_receipts(event_id, page, limit, app_state.hub().retention)
+    return reply(claim_event_receipts(found, page, limit))

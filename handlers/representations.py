@@ -11,6 +11,7 @@ from claims_realtime.models.channel import Channel, ChannelStatus, SubscriptionT
 from claims_realtime.models.clock import rfc3339, rfc3339_or_none
 from claims_realtime.models.history import HistoryPage
 from claims_realtime.models.ingest import Recorded
+from claims_realtime.models.receipts import EventReceipts
 from claims_realtime.realtime.protocol import envelope, event_body
 
 #: What handlers return: the response itself, which Connexion sends as it is.
@@ -100,6 +101,30 @@ def channel_event_page(page: HistoryPage) -> dict[str, Any]:
         "first_available_sequence": page.first_available_sequence,
         "unavailable": page.unavailable,
         "next_after_sequence": page.next_after,
+    }
+
+
+def claim_event_receipts(found: EventReceipts, page: int, limit: int) -> dict[str, Any]:
+    """The event as recorded (the body its envelopes carry, with when it was recorded) and a
+    page of its receipts, paged as listSubscriptions pages channels."""
+    return {
+        **event_body(found.event),
+        "recorded_at": rfc3339(found.event.recorded_at),
+        "channels": int(found.event.channel_count),
+        "receipts": {
+            "data": [
+                {
+                    "channel_id": receipt.channel_id,
+                    "subscription_type": receipt.subscription_type.value,
+                    "user_id": receipt.user_id,
+                    "sequence": receipt.sequence,
+                    "delivered": receipt.delivered,
+                    "acknowledged": receipt.acknowledged,
+                }
+                for receipt in found.receipts
+            ],
+            "pagination": {"page": page, "limit": limit, "total": found.total},
+        },
     }
 
 
