@@ -3,12 +3,15 @@ and its receipts (one per channel it was placed on), publisher key only, in eith
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
 from claims_realtime.models.channel import Channel
+from claims_realtime.settings import Settings
+from tests.conftest import in_process
 from tests.helpers import PUBLISHER_KEY, assert_problem
 from tests.tokens import bearer, make_token
 
@@ -172,3 +175,30 @@ async def test_in_jwt_mode_it_stays_publisher_only(jwt_api: httpx.AsyncClient) -
     document = (await jwt_api.get("/api/v1/openapi.json")).json()
     operation = document["paths"]["/claim-events/{event_id}"]["get"]
     assert operation["security"] == [{"PublisherKey": []}]
+
+
+async def test_wrong_keys_here_count_towards_the_429_as_on_ingestion(settings: Settings) -> None:
+    limited = replace(settings, publisher_key_failure_limit=3)
+    async with in_process(limited) as api:
+        await publish(api)
+        url = f"{EVENTS}/{EVENT['event_id']}"
+        for _ in range(3):
+            assert_problem(await api.get(url, headers={"X-Publisher-Key": "wrong"}), 401)
+
+        refused = await api.get(url, headers=KEY)  # even the right key, until they age out
+
+        assert_problem(refused, 429)
+        assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("POST", "/evt_1", "GET"), ("DELETE", "/evt_1", "GET"), ("GET", "/batch", "POST")],
+)
+async def test_undeclared_methods_stay_405(
+    api: httpx.AsyncClient, method: str, path: str, allowed: str
+) -> None:
+    # `/claim-events/batch` is a literal path: GET there is not getClaimEvent of "batch".
+    response = await api.request(method, f"{EVENTS}{path}", headers=KEY)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == allowed
