@@ -39,7 +39,10 @@ def _parse_time(value: str, field: str) -> datetime:
         raise InvalidInput(field, f"{field}: {value!r} is not an RFC 3339 date-time") from None
     if moment.tzinfo is None:
         raise InvalidInput(field, f"{field}: {value!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+03:04 falls before year 1 in UTC
+        raise InvalidInput(field, f"{field}: {value!r} is out of range in UTC") from None
 
 
 def _data_json(data: Any, field: str, max_data_bytes: int) -> str:

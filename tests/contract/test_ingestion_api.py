@@ -239,6 +239,8 @@ INVALID_EVENTS = [
     pytest.param(claim_event(occurred_at="yesterday"), "occurred_at", id="occurred-at-text"),
     pytest.param(claim_event(occurred_at="2026-03-26T08:14:22"), "occurred_at",
                  id="occurred-at-without-offset"),
+    pytest.param(claim_event(occurred_at="0001-01-01T00:00:00+03:04"), "occurred_at",
+                 id="occurred-at-before-year-1-in-utc"),
     pytest.param(claim_event(occurred_at="2026-13-45T08:14:22Z"), "occurred_at",
                  id="occurred-at-impossible-date"),
     pytest.param(claim_event(organisation_id="org 1"), "organisation_id", id="bad-org-id"),

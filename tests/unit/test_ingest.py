@@ -254,6 +254,18 @@ async def test_server_assigns_ids_and_keeps_occurred_at_in_utc() -> None:
     assert stored.occurred_at.isoformat() == "2026-03-26T08:14:22+00:00"
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+03:04", "9999-12-31T23:59:59-00:01"])
+async def test_occurred_at_beyond_the_range_of_utc_is_refused_and_stores_nothing(
+    moment: str,
+) -> None:
+    # Schemathesis found the first one: a 500 (an OverflowError converting it to UTC).
+    with pytest.raises(InvalidInput) as raised:
+        await record(claim_event(occurred_at=moment))
+    assert raised.value.field == "occurred_at"
+    assert "out of range" in str(raised.value)
+    assert await ClaimEvent.all().count() == 0
+
+
 async def test_occurred_at_without_offset_is_refused() -> None:
     with pytest.raises(InvalidInput) as raised:
         await record(claim_event(occurred_at="2026-03-26T10:14:22"))
