@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from claims_realtime.models import sql
 from claims_realtime.models.sql import Script, Statement, only
 
 T = TypeVar("T")
@@ -31,6 +32,10 @@ class Backend(ABC):
     #: open_database applies pending migrations itself (the zero-setup embedded database)
     #: rather than refusing a database that lacks them.
     migrates_on_open: ClassVar[bool] = False
+    #: Multi-row statements padded to a few fixed sizes (see models.sql.chunk_sizes).
+    pad_statements: ClassVar[bool]
+    #: The database's two-argument maximum, for forward-only updates.
+    greatest: ClassVar[str]
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -55,13 +60,12 @@ class Backend(ABC):
         """`query`, written with `?` placeholders, in the driver's parameter style."""
         return query
 
-    @abstractmethod
     def insert_statements(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> list[Statement]:
         """INSERT many rows in a few statements (see models.sql.insert_statements)."""
+        return sql.insert_statements(table, columns, rows, pad=self.pad_statements)
 
-    @abstractmethod
     def update_statements(
         self,
         table: str,
@@ -72,6 +76,15 @@ class Backend(ABC):
         also: Mapping[str, Any] | None = None,
     ) -> list[Statement]:
         """Set an integer column per row id (see models.sql.update_statements)."""
+        return sql.update_statements(
+            table,
+            column,
+            values,
+            greatest=self.greatest,
+            pad=self.pad_statements,
+            forward_only=forward_only,
+            also=also,
+        )
 
     @abstractmethod
     def bind_time(self, moment: datetime) -> Any:

@@ -3,7 +3,7 @@ row locks taken in id order, and transactions retried after a deadlock."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -16,9 +16,7 @@ from claims_realtime.models.sql import (
     Script,
     Select,
     Statement,
-    insert_statements,
     padded,
-    update_statements,
 )
 
 T = TypeVar("T")
@@ -29,6 +27,10 @@ class PostgresBackend(Backend):
 
     name: ClassVar[str] = "postgres"
     schemes: ClassVar[tuple[str, ...]] = ("postgres", "asyncpg")
+    # Exact sizes, no padding: PostgreSQL infers a parameter's type from an INSERT's target
+    # column, not through a padded SELECT.
+    pad_statements = False
+    greatest = "GREATEST"
 
     def connection_url(self, database_url: str, *, pool_size: int) -> str:
         return with_param(with_param(database_url, "maxsize", pool_size), "minsize", 1)
@@ -54,32 +56,6 @@ class PostgresBackend(Backend):
     def sql(self, query: str) -> str:
         parts = query.split("?")
         return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
-
-    # Exact sizes, no padding: PostgreSQL infers a parameter's type from an INSERT's target
-    # column, not through a padded SELECT.
-    def insert_statements(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> list[Statement]:
-        return insert_statements(table, columns, rows, pad=False)
-
-    def update_statements(
-        self,
-        table: str,
-        column: str,
-        values: Mapping[str, int],
-        *,
-        forward_only: bool = False,
-        also: Mapping[str, Any] | None = None,
-    ) -> list[Statement]:
-        return update_statements(
-            table,
-            column,
-            values,
-            greatest="GREATEST",
-            pad=False,
-            forward_only=forward_only,
-            also=also,
-        )
 
     def bind_time(self, moment: datetime) -> Any:
         return db_time(moment)

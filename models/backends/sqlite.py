@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
@@ -22,8 +22,6 @@ from claims_realtime.models.sql import (
     Script,
     Select,
     Statement,
-    insert_statements,
-    update_statements,
 )
 
 T = TypeVar("T")
@@ -81,6 +79,10 @@ class SQLiteBackend(Backend):
 
     name: ClassVar[str] = "sqlite"
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    # A batch is padded to one statement per table: on SQLite every statement is a wait for
+    # the GIL under load (models.sql).
+    pad_statements = True
+    greatest = "max"
     migrates_on_open: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -104,26 +106,6 @@ class SQLiteBackend(Backend):
         )
 
     # -- SQL text --------------------------------------------------------------------------
-
-    # A batch is padded to one statement per table: on SQLite every statement is a wait for
-    # the GIL under load (models.sql).
-    def insert_statements(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> list[Statement]:
-        return insert_statements(table, columns, rows, pad=True)
-
-    def update_statements(
-        self,
-        table: str,
-        column: str,
-        values: Mapping[str, int],
-        *,
-        forward_only: bool = False,
-        also: Mapping[str, Any] | None = None,
-    ) -> list[Statement]:
-        return update_statements(
-            table, column, values, greatest="max", pad=True, forward_only=forward_only, also=also
-        )
 
     def bind_time(self, moment: datetime) -> Any:
         """Tortoise's conversion, then the sqlite3 adapter Tortoise registers for datetimes,
