@@ -2,7 +2,8 @@
 
 `schemathesis run` executes its four phases on every operation: the document's examples,
 coverage of each constraint's boundaries, positive and negative fuzzing (`--mode all`),
-and stateful sequences through the OpenAPI links (create -> get -> reconnect -> delete).
+and stateful sequences through the OpenAPI links (create -> get -> list events ->
+reconnect -> delete; publish or batch -> get event).
 Its configuration (schemathesis.toml) only widens which statuses count as accepting valid
 input (410 for a closed channel); no check is switched off.
 """
