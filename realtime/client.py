@@ -8,6 +8,9 @@
 It remembers the last sequence it received, reconnects after any drop presenting it as
 `auth.last_sequence`, drops any event it already has (by sequence), and confirms each event
 with the Socket.IO ack the server asks for.
+
+`client.history()` pages through the same channel's kept events over REST
+(`listChannelEvents`), without a socket.
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ class Recovery:
         return cls(**{name: payload[name] for name in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class HistoryPage:
+    """One answer of `listChannelEvents`."""
+
+    #: Event envelopes, exactly as a socket receives them, in sequence order.
+    events: list[dict[str, Any]]
+    head_sequence: int
+    first_available_sequence: int
+    #: Events after the requested sequence that retention no longer holds.
+    unavailable: int
+    #: The next page's `after_sequence`; None once this page reached the head.
+    next_after_sequence: int | None
+
+
 class ChannelClosed(Exception):
     """The channel is gone (closed, unknown, or the token is wrong): no point reconnecting."""
 
@@ -68,6 +85,53 @@ class ChannelClosed(Exception):
         super().__init__(message)
         #: `channel_closed`, or the server's refusal code (`invalid_token`, ...).
         self.code = code
+
+
+class HistoryRefused(Exception):
+    """`listChannelEvents` answered an error other than 404/410 (401, 400, 503, ...)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+async def read_history(
+    api_url: str,
+    channel_id: str,
+    *,
+    after_sequence: int = 0,
+    limit: int = 1000,
+    bearer: str | None = None,
+) -> AsyncIterator[HistoryPage]:
+    """Pages of `channel_id`'s kept events after `after_sequence`, up to the head as each page
+    finds it; an unknown or closed channel raises ChannelClosed, any other error
+    HistoryRefused."""
+    url = f"{api_url.rstrip('/')}/api/v1/realtime-subscriptions/{channel_id}/events"
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while True:
+            params = {"after_sequence": after_sequence, "limit": limit}
+            async with http.get(url, params=params) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+            if status in (404, 410):
+                code = "channel_not_found" if status == 404 else CHANNEL_CLOSED
+                raise ChannelClosed(str(body.get("detail")), code)
+            if status != 200:
+                detail = body.get("detail") if isinstance(body, dict) else None
+                raise HistoryRefused(status, str(detail or body))
+            page = HistoryPage(
+                events=body["data"],
+                head_sequence=body["head_sequence"],
+                first_available_sequence=body["first_available_sequence"],
+                unavailable=body["unavailable"],
+                next_after_sequence=body["next_after_sequence"],
+            )
+            yield page
+            if page.next_after_sequence is None:
+                return
+            after_sequence = page.next_after_sequence
 
 
 def split_websocket_url(websocket_url: str) -> tuple[str, str]:
@@ -212,6 +276,26 @@ class ChannelClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def history(
+        self,
+        after_sequence: int = 0,
+        *,
+        limit: int = 1000,
+        bearer: str | None = None,
+        api_url: str | None = None,
+    ) -> AsyncIterator[HistoryPage]:
+        """This channel's kept events after `after_sequence`, page by page over REST (no socket
+        needed). `bearer`: the owner's JWT when the server runs AUTH_MODE=jwt; `api_url`: the
+        API's origin when it differs from websocket_url's (PUBLIC_URL)."""
+        channel_id = self.namespace.rsplit("/", 1)[1]
+        return read_history(
+            api_url or self.url,
+            channel_id,
+            after_sequence=after_sequence,
+            limit=limit,
+            bearer=bearer,
+        )
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any] | Recovery]:
         return self._iterate()

@@ -2,19 +2,32 @@
 
 What a socket received is what `listChannelEvents` answers, envelope for envelope; an event the
 subscriber confirmed shows as acknowledged over REST within the hub's flush interval; paging
-while a publisher runs sees every sequence exactly once.
+while a publisher runs sees every sequence exactly once; and `ChannelClient.history()` walks
+the same pages, then hands over to the socket without a gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from claims_realtime.realtime.client import ChannelClient, Recovery
+import httpx
+import pytest
+
+from claims_realtime.realtime.client import (
+    ChannelClient,
+    ChannelClosed,
+    HistoryPage,
+    HistoryRefused,
+    Recovery,
+)
 from claims_realtime.settings import Settings
 from tests.helpers import unique
 from tests.server import Server
+from tests.tokens import JWT_SECRET, bearer, make_token
 
 WAIT = 10.0
 #: How often positions are written back (the hub's flush interval): the documented bound.
@@ -110,3 +123,96 @@ async def test_paging_while_events_are_published_sees_every_sequence_once(
     finally:
         await publishing
     assert seen == list(range(1, total + 1))
+
+
+async def pages_of(client: ChannelClient, **kwargs: Any) -> list[HistoryPage]:
+    return [page async for page in client.history(**kwargs)]
+
+
+def sequences(pages: list[HistoryPage]) -> list[list[int]]:
+    return [[event["sequence"] for event in page.events] for page in pages]
+
+
+async def test_the_python_client_pages_history_then_resumes_its_socket_after_it(
+    server: Server,
+) -> None:
+    user = unique("usr")
+    channel = await server.subscribe("user", user_id=user)
+    for number in range(5):
+        await server.publish(**claim_event(user, data={"n": number}))
+
+    client = ChannelClient(channel["websocket_url"], channel["channel_token"])
+    pages = await pages_of(client, limit=2)
+    assert sequences(pages) == [[1, 2], [3, 4], [5]]
+    assert [page.next_after_sequence for page in pages] == [2, 4, None]
+    assert {(p.head_sequence, p.first_available_sequence, p.unavailable) for p in pages} == {
+        (5, 1, 0)
+    }
+    assert [event["data"] for page in pages for event in page.events] == [
+        {"n": n} for n in range(5)
+    ]
+    assert sequences(await pages_of(client, after_sequence=3)) == [[4, 5]]
+    assert sequences(await pages_of(client, after_sequence=5)) == [[]]
+
+    # What history handed over is where the socket starts: nothing replayed twice, no gap.
+    client.last_sequence = pages[-1].events[-1]["sequence"]
+    async with client:
+        recovery = await client.next(WAIT)
+        assert isinstance(recovery, Recovery)
+        assert (recovery.resumed_from, recovery.replayed) == (5, 0)
+        await server.publish(**claim_event(user, data={"n": 5}))
+        live = await client.next(WAIT)
+        assert not isinstance(live, Recovery)
+        assert (live["sequence"], live["data"]) == (6, {"n": 5})
+
+
+async def test_history_of_an_unknown_or_closed_channel_raises_channel_closed(
+    server: Server,
+) -> None:
+    channel = await server.subscribe("user", user_id=unique("usr"))
+    unknown = channel["websocket_url"].rsplit("/", 1)[0] + "/chan_00000000000000000000000000"
+    with pytest.raises(ChannelClosed) as refused:
+        await pages_of(ChannelClient(unknown, "any-token"))
+    assert refused.value.code == "channel_not_found"
+
+    async with server.client() as http:
+        deleted = await http.delete(f"/api/v1/realtime-subscriptions/{channel['channel_id']}")
+    assert deleted.status_code == 200, deleted.text
+    with pytest.raises(ChannelClosed) as closed:
+        await pages_of(ChannelClient(channel["websocket_url"], channel["channel_token"]))
+    assert closed.value.code == "channel_closed"
+
+
+@pytest.fixture
+def jwt_server(tmp_path: Path, postgres_url: str | None) -> Iterator[Server]:
+    env = {"AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET}
+    if postgres_url:
+        env["DATABASE_URL"] = postgres_url
+    srv = Server(tmp_path / "jwt", **env)
+    srv.ready_path = "/api/v1/openapi.json"
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def test_in_jwt_mode_history_needs_the_owners_bearer(jwt_server: Server) -> None:
+    user = unique("usr")
+    owner = make_token(sub=user)
+    async with httpx.AsyncClient(base_url=jwt_server.base_url, timeout=15) as http:
+        created = await http.post(
+            "/api/v1/realtime-subscriptions/user", json={"user_id": user}, headers=bearer(owner)
+        )
+    assert created.status_code == 201, created.text
+    channel = created.json()
+    await jwt_server.publish(**claim_event(user))
+    client = ChannelClient(channel["websocket_url"], channel["channel_token"])
+
+    assert sequences(await pages_of(client, bearer=owner)) == [[1]]
+    with pytest.raises(HistoryRefused) as missing:
+        await pages_of(client)
+    assert missing.value.status == 401
+    with pytest.raises(ChannelClosed) as other:  # another user's channel: 404, as elsewhere
+        await pages_of(client, bearer=make_token(sub=unique("usr")))
+    assert other.value.code == "channel_not_found"
