@@ -17,6 +17,8 @@ import pytest
 from tests.helpers import ROOT, unique
 
 WAIT = 5.0  # seconds: the bound of every single wait
+#: The scriptable socket.io-client subscriber (its header says what it prints and takes).
+JS_CLIENT = ROOT / "tests" / "integration" / "js" / "client.mjs"
 
 
 def node_executable() -> str:
@@ -98,6 +100,19 @@ class ProgramProcess:
 def run_node(tmp_path: Path, *args: str) -> contextlib.AbstractAsyncContextManager[ProgramProcess]:
     """A Node script of the repository (node_modules on its path)."""
     return run_program(tmp_path, node_executable(), *args)
+
+
+def run_js_client(
+    tmp_path: Path, channel: dict[str, Any], **config: Any
+) -> contextlib.AbstractAsyncContextManager[ProgramProcess]:
+    """client.mjs on a channel as answered by POST /realtime-subscriptions/...; `config` adds
+    transports, ack ("callback", "emit", "none") and ack_upto."""
+    config = {
+        "websocket_url": channel["websocket_url"],
+        "token": channel["channel_token"],
+        **config,
+    }
+    return run_node(tmp_path, str(JS_CLIENT), json.dumps(config))
 
 
 @contextlib.asynccontextmanager

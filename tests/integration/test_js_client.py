@@ -8,8 +8,6 @@ bounded. examples/js/subscriber.mjs, the example integrators copy, is run as is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
 import time
 from pathlib import Path
@@ -18,27 +16,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT, unique
-from tests.programs import WAIT, ProgramProcess, run_node
+from tests.programs import WAIT, run_js_client, run_node
 from tests.server import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 
-CLIENT = ROOT / "tests" / "integration" / "js" / "client.mjs"
 EXAMPLE = ROOT / "examples" / "js" / "subscriber.mjs"
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def run_client(
-    tmp_path: Path, channel: dict[str, Any], **config: Any
-) -> contextlib.AbstractAsyncContextManager[ProgramProcess]:
-    """client.mjs on a channel as answered by POST /realtime-subscriptions/...; `config` adds
-    transports, ack ("callback", "emit", "none") and ack_upto."""
-    config = {
-        "websocket_url": channel["websocket_url"],
-        "token": channel["channel_token"],
-        **config,
-    }
-    return run_node(tmp_path, str(CLIENT), json.dumps(config))
 
 
 async def publish(server: Server, **event: Any) -> dict[str, Any]:
@@ -103,7 +87,7 @@ async def test_events_arrive_in_order_over_each_transport(
     org, user = unique("org"), unique("usr")
     channel = await server.subscribe("organisation", organisation_id=org, user_id=user)
     channel_id = channel["channel_id"]
-    async with run_client(tmp_path, channel, transports=[transport]) as client:
+    async with run_js_client(tmp_path, channel, transports=[transport]) as client:
         recovery = await client.expect("recovery")
         assert client.kinds() == ["auth", "connect", "recovery"], client.report()
         assert client.lines[1]["transport"] == transport
@@ -160,7 +144,7 @@ async def test_ack_callback_moves_the_resume_point(server: Server, tmp_path: Pat
         "organisation_id": org,
         "user_id": user,
     }
-    async with run_client(tmp_path, channel, ack="callback") as client:
+    async with run_js_client(tmp_path, channel, ack="callback") as client:
         await client.expect("recovery")
         for _ in range(3):
             await publish(server, **event)
@@ -191,7 +175,7 @@ async def test_resume_point_is_the_last_acked_sequence_not_the_last_delivered(
         "organisation_id": unique("org"),
         "user_id": user,
     }
-    async with run_client(tmp_path, channel, ack=ack, ack_upto=2) as client:
+    async with run_js_client(tmp_path, channel, ack=ack, ack_upto=2) as client:
         await client.expect("recovery")
         for _ in range(3):
             await publish(server, **event)
@@ -235,7 +219,7 @@ async def check_drop_and_resume(server: Server, tmp_path: Path, transport: str) 
 
     # Only event 1 is confirmed, so the server's own resume point (1) differs from the
     # client's (2): `resumed_from: 2` shows that the client's auth.last_sequence is used.
-    async with run_client(tmp_path, channel, transports=[transport], ack_upto=1) as client:
+    async with run_js_client(tmp_path, channel, transports=[transport], ack_upto=1) as client:
         assert (await client.expect("recovery"))["payload"] == fresh_recovery(channel_id)
         expected = [await publish(server, **event(n)) for n in (1, 2)]
         assert [e["sequence"] for e in await client.events(2)] == [1, 2]
@@ -290,7 +274,7 @@ async def test_refused_connection_is_a_connect_error_with_a_code(
         )
     else:
         channel["channel_token"] = ""
-    async with run_client(tmp_path, channel) as client:
+    async with run_js_client(tmp_path, channel) as client:
         error = await client.expect("connect_error")
         assert error["data"] == {"code": refusal}
         assert isinstance(error["message"], str) and error["message"].strip()
@@ -303,7 +287,7 @@ async def test_delete_sends_channel_closed_then_disconnects(server: Server, tmp_
     org = unique("org")
     channel = await server.subscribe("organisation", organisation_id=org, user_id=unique("usr"))
     channel_id = channel["channel_id"]
-    async with run_client(tmp_path, channel) as client:
+    async with run_js_client(tmp_path, channel) as client:
         await client.expect("recovery")
         async with server.client() as http:
             response = await http.delete(f"/api/v1/realtime-subscriptions/{channel_id}")
