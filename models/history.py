@@ -15,7 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
-from claims_realtime.models.event import ChannelEvent
+from claims_realtime.models.event import ChannelEvent, StoredEvent
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -74,17 +74,38 @@ async def first_available(channel: Channel, retention: Retention) -> int:
     return int(row) if row is not None else channel.head_sequence + 1  # type: ignore[call-overload,no-any-return]
 
 
+_READ_AFTER = (
+    "SELECT ce.sequence, e.event_id, e.event_type, e.claim_id, e.organisation_id, e.user_id,"
+    " e.actor_id, e.occurred_at, e.data"
+    " FROM channel_event ce JOIN claim_event e ON e.event_id = ce.event_id"
+    " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.sequence <= ? AND ce.recorded_at >= ?"
+    " ORDER BY ce.sequence LIMIT ?"
+)
+#: No bound on a read's last sequence (`up_to`): larger than any sequence.
+_NO_BOUND = 2**62
+
+
 async def read_after(
     channel_id: str, after: int, limit: int, retention: Retention, *, up_to: int | None = None
-) -> list[ChannelEvent]:
+) -> list[StoredEvent]:
     """Up to `limit` kept events of the channel after sequence `after` (and at most `up_to`),
     in order."""
-    query = ChannelEvent.filter(
-        channel_id=channel_id, sequence__gt=after, recorded_at__gte=retention.cutoff()
+    backend = current()
+    parameters = [
+        channel_id,
+        after,
+        _NO_BOUND if up_to is None else up_to,
+        backend.bind_time(retention.cutoff()),
+        limit,
+    ]
+    _, rows = await Tortoise.get_connection("default").execute_query(
+        backend.sql(_READ_AFTER), parameters
     )
-    if up_to is not None:
-        query = query.filter(sequence__lte=up_to)
-    return list(await query.order_by("sequence").limit(limit).select_related("event"))
+    read_time = backend.read_time
+    return [
+        StoredEvent(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], read_time(r[7]), r[8])
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,7 @@ class HistoryPage:
     """One page of a channel's kept events, and where history stands."""
 
     channel_id: str
-    events: list[ChannelEvent]
+    events: list[StoredEvent]
     head_sequence: int
     first_available_sequence: int
     unavailable: int

@@ -40,11 +40,10 @@ from claims_realtime.realtime.protocol import (
     PreparedEvent,
     Refusal,
     channel_id_of,
-    event_body,
     event_packet,
     message_packet,
     prepare,
-    prepare_new,
+    prepare_fields,
 )
 from claims_realtime.realtime.server import ChannelSocketServer
 
@@ -180,7 +179,7 @@ class Hub:
             prepared: PreparedEvent | None = None
             for placement in outcome.placements:
                 if self.fanout.has_subscribers(placement.channel_id):
-                    prepared = prepared or prepare_new(outcome.event)
+                    prepared = prepared or prepare_fields(outcome.event)
                     packet = event_packet(placement.channel_id, placement.sequence, prepared)
                     per_channel.setdefault(placement.channel_id, []).append(
                         (placement.sequence, packet)
@@ -219,7 +218,7 @@ class Hub:
     async def _read_history(self, channel_id: str, after: int, limit: int) -> Entries:
         rows = await history.read_after(channel_id, after, limit, self.retention)
         return [
-            (row.sequence, event_packet(channel_id, row.sequence, prepare(event_body(row.event))))
+            (row.sequence, event_packet(channel_id, row.sequence, prepare_fields(row)))
             for row in rows
         ]
 

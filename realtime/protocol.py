@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from json.encoder import encode_basestring_ascii as _json_string
-from typing import Any
+from typing import Any, Protocol
 
 from socketio import packet
 
@@ -73,10 +74,23 @@ def prepare(body: dict[str, Any]) -> PreparedEvent:
     return PreparedEvent(body["event_type"], json.dumps(body, separators=(",", ":"))[1:])
 
 
-def prepare_new(event: NewEvent) -> PreparedEvent:
-    """`prepare(event_body(event))` for an event just recorded, by concatenation: its `data`
-    is serialised already (`data_json`, the same compact ASCII JSON), and the rest are short
-    strings. Byte for byte the same (tests/unit/test_protocol.py)."""
+class EventFields(Protocol):
+    """An event's body as stored or as just recorded: `data` already serialised."""
+
+    event_id: str
+    event_type: str
+    claim_id: str
+    organisation_id: str
+    user_id: str
+    actor_id: str | None
+    occurred_at: datetime
+    data_json: str
+
+
+def prepare_fields(event: EventFields) -> PreparedEvent:
+    """`prepare(event_body(event))` by concatenation, for an event just recorded or read
+    back: its `data` is serialised already (the same compact ASCII JSON), and the rest are
+    short strings. Byte for byte the same (tests/unit/test_protocol.py)."""
     actor = "null" if event.actor_id is None else _json_string(event.actor_id)
     tail = (
         f'"event_id":{_json_string(event.event_id)},'
@@ -91,16 +105,22 @@ def prepare_new(event: NewEvent) -> PreparedEvent:
     return PreparedEvent(event.event_type, tail)
 
 
+def envelope_json(channel_id: str, sequence: int, event: PreparedEvent) -> str:
+    """The envelope as JSON text: what a socket's packet carries and what REST answers.
+    Channel ids (`chan_[a-z0-9]+`) never need JSON escaping."""
+    return f'{{"channel_id":"{channel_id}","sequence":{sequence},{event.tail}'
+
+
 def event_packet(channel_id: str, sequence: int, event: PreparedEvent) -> str:
     """`2/channels/<id>,<sequence>["<event_type>",{envelope}]`: the ack id is the sequence.
 
     Built by concatenation, byte for byte what `packet.Packet(...).encode()` produces for the
-    same envelope (tests/unit/test_protocol.py checks it): channel ids (`chan_[a-z0-9]+`) and
-    event types (an enum) never need JSON escaping, so only the body is serialised, once.
+    same envelope (tests/unit/test_protocol.py checks it): event types (an enum) never need
+    JSON escaping, so only the body is serialised, once.
     """
     return (
         f'2{NAMESPACE_PREFIX}{channel_id},{sequence}["{event.event_type}",'
-        f'{{"channel_id":"{channel_id}","sequence":{sequence},{event.tail}]'
+        f"{envelope_json(channel_id, sequence, event)}]"
     )
 
 

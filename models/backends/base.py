@@ -91,6 +91,10 @@ class Backend(ABC):
         """`moment` as a bound parameter of hand-written SQL, stored as the models'
         DatetimeFields store it."""
 
+    @abstractmethod
+    def read_time(self, value: Any) -> datetime:
+        """A DatetimeField's value as hand-written SQL reads it back, as an aware datetime."""
+
     # -- transactions ----------------------------------------------------------------------
 
     @abstractmethod

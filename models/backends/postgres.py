@@ -60,6 +60,9 @@ class PostgresBackend(Backend):
     def bind_time(self, moment: datetime) -> Any:
         return db_time(moment)
 
+    def read_time(self, value: Any) -> datetime:
+        return value  # type: ignore[no-any-return]  # asyncpg answers timestamptz as datetime
+
     # -- transactions ----------------------------------------------------------------------
 
     async def run(self, script: Script[T], *, shared: bool = False) -> T:

@@ -12,6 +12,7 @@ from claims_realtime.models import history, ingest, subscriptions
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.event import ChannelEvent, ClaimEvent
 from claims_realtime.models.history import Retention
+from claims_realtime.realtime.protocol import event_body, prepare, prepare_fields
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -49,8 +50,33 @@ async def test_reads_kept_events_after_a_sequence_in_order() -> None:
     channel = await channel_with_events(5)
     rows = await history.read_after(channel.id, 2, 10, KEEP_ALL)
     assert [row.sequence for row in rows] == [3, 4, 5]
-    assert rows[0].event.claim_id == "c2"
+    assert rows[0].claim_id == "c2"
     assert [r.sequence for r in await history.read_after(channel.id, 0, 2, KEEP_ALL)] == [1, 2]
+
+
+async def test_an_event_read_back_is_what_was_recorded_field_for_field() -> None:
+    """read_after reads rows without the ORM: each field, times included, must come back as
+    the ORM reads it, so that its envelope is byte for byte the one sent live."""
+    created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_r")
+    submitted = {
+        "event_type": "status_changed",
+        "claim_id": "clm_\u00e9\"x",
+        "organisation_id": "org_r",
+        "user_id": "usr_r",
+        "actor_id": "usr_actor",
+        "occurred_at": "2026-03-26T08:14:22.153Z",
+        "data": {"from": "submitted", "to": "in_review", "note": "caf\u00e9 \u2603", "n": 1.5},
+    }
+    await ingest.record_events(
+        [submitted, {**submitted, "actor_id": None}], max_data_bytes=1024, batch=True
+    )
+    rows = await history.read_after(created.channel.id, 0, 10, KEEP_ALL)
+    assert [row.actor_id for row in rows] == ["usr_actor", None]
+    for row in rows:
+        stored = await ClaimEvent.get(event_id=row.event_id)
+        assert row.occurred_at == stored.occurred_at
+        assert row.occurred_at.utcoffset() == timedelta(0)
+        assert prepare_fields(row) == prepare(event_body(stored))
 
 
 async def test_first_available_honours_the_event_bound() -> None:

@@ -58,7 +58,7 @@ class TestReadPage:
         channel = await channel_with_events(3)
         page = await history.read_page(channel.id, 1, 10, KEEP_ALL)
         assert [row.sequence for row in page.events] == [2, 3]
-        assert page.events[0].event.claim_id == "c1"
+        assert page.events[0].claim_id == "c1"
         assert (page.head_sequence, page.first_available_sequence) == (3, 1)
         assert (page.unavailable, page.next_after) == (0, None)
 

@@ -15,7 +15,7 @@ from claims_realtime.realtime.protocol import (
     event_packet,
     namespace_of,
     prepare,
-    prepare_new,
+    prepare_fields,
 )
 from tests.asyncapi import envelope
 
@@ -64,7 +64,7 @@ def test_event_packet_is_byte_for_byte_python_socketios_encoding(
 
 @pytest.mark.parametrize("body", BODIES)
 def test_an_event_just_recorded_is_prepared_as_its_body_would_be(body: dict[str, Any]) -> None:
-    """prepare_new concatenates what ingestion serialised already; the result must be what
+    """prepare_fields concatenates what ingestion serialised already; the result must be what
     serialising the whole body gives, escapes and all."""
     occurred = datetime.fromisoformat(body["occurred_at"].replace("Z", "+00:00"))
     event = NewEvent(
@@ -80,7 +80,7 @@ def test_an_event_just_recorded_is_prepared_as_its_body_would_be(body: dict[str,
         data_json=json.dumps(body["data"], separators=(",", ":")),
         fingerprint="",
     )
-    assert prepare_new(event) == prepare(body)
+    assert prepare_fields(event) == prepare(body)
 
 
 @pytest.mark.parametrize("body", BODIES)
