@@ -86,8 +86,8 @@ class NewEvent:
 @dataclass(slots=True)
 class StoredEvent:
     """A kept event as its channel numbers it, read for a socket's replay or a page of
-    history: plain values, `data` as the stored JSON text, no model objects (a thousand
-    ChannelEvent + ClaimEvent pairs and their times cost ~45 ms to build, measured)."""
+    history: plain values, `data` as the stored JSON text, no model objects (building them
+    and parsing their times was most of a page's cost, docs/performance-log.md)."""
 
     sequence: int
     event_id: str
