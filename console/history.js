@@ -19,7 +19,8 @@ const receipts = { eventId: null, page: 1, pages: 1, loading: 0 };
 
 export function setupHistory() {
   // Page sizes are bounded by the operations' own `limit` parameters.
-  for (const [input, operationId] of [["history-limit", "listChannelEvents"], ["event-receipts-limit", "getClaimEvent"]]) {
+  const sizes = { "history-limit": "listChannelEvents", "event-receipts-limit": "getClaimEvent" };
+  for (const [input, operationId] of Object.entries(sizes)) {
     const { minimum, maximum } = parameterSchema(operationId, "limit");
     Object.assign($(input), { min: minimum, max: maximum });
   }
@@ -39,8 +40,9 @@ export function setupHistory() {
     const eventId = $("event-receipts-id").value.trim();
     if (eventId) showEventReceipts(eventId);
   });
-  $("event-receipts-previous").addEventListener("click", () => showEventReceipts(receipts.eventId, receipts.page - 1));
-  $("event-receipts-next").addEventListener("click", () => showEventReceipts(receipts.eventId, receipts.page + 1));
+  const turn = (by) => () => showEventReceipts(receipts.eventId, receipts.page + by);
+  $("event-receipts-previous").addEventListener("click", turn(-1));
+  $("event-receipts-next").addEventListener("click", turn(+1));
   // Event ids are buttons in the history and in the live events alike.
   document.addEventListener("click", (event) => {
     const button = event.target.closest?.("button.event-id");
@@ -94,7 +96,6 @@ async function loadHistory(walk) {
     ? ` ${unavailable} event(s) after sequence ${after} are no longer kept; history starts at ${first}.`
     : "";
   showResult(result, shown + lost, unavailable ? "warning" : "ok");
-  result.dataset.unavailable = String(unavailable);
 }
 
 function pagingButtons() {
@@ -125,7 +126,8 @@ async function refreshChannelReceipts() {
   const answer = await api("GET", `realtime-subscriptions/${encodeURIComponent(channelId)}`);
   if (answer.ok) return showChannelReceipts(answer.body);
   if (channelId !== history.channelId) return;
-  $("channel-receipts").replaceChildren(h("dt", {}, channelId), h("dd", {}, describeProblem(answer.status, answer.body)));
+  const problem = describeProblem(answer.status, answer.body);
+  $("channel-receipts").replaceChildren(h("dt", {}, channelId), h("dd", {}, problem));
 }
 
 // -- one event's receipts ------------------------------------------------------------------
@@ -136,11 +138,13 @@ async function showEventReceipts(eventId, page = 1) {
   const key = $("publisher-key").value;
   const header = publisherKeyHeader();
   if (!key) {
-    return showResult(result, `Reading receipts needs the publisher key (${header}): type it in "Publish a test event".`, "error");
+    const message = `Reading receipts needs the publisher key (${header}): type it in "Publish a test event".`;
+    return showResult(result, message, "error");
   }
   const query = new URLSearchParams({ page: String(page), limit: $("event-receipts-limit").value || "20" });
   const ticket = ++receipts.loading;
-  const answer = await api("GET", `claim-events/${encodeURIComponent(eventId)}?${query}`, { headers: { [header]: key } });
+  const headers = { [header]: key };
+  const answer = await api("GET", `claim-events/${encodeURIComponent(eventId)}?${query}`, { headers });
   if (ticket !== receipts.loading) return;
   if (!answer.ok) {
     Object.assign(receipts, { eventId, page: 1, pages: 1 });
@@ -164,8 +168,10 @@ function receiptButtons() {
 }
 
 function receiptRow(receipt) {
-  const flag = (name) =>
-    h("td", { class: `${name} ${receipt[name] ? "yes" : "no"}`, dataset: { value: String(receipt[name]) } }, receipt[name] ? "yes" : "no");
+  const flag = (name) => {
+    const answer = receipt[name] ? "yes" : "no";
+    return h("td", { class: `${name} ${answer}` }, answer);
+  };
   return h(
     "tr",
     { dataset: { channelId: receipt.channel_id } },

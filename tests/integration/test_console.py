@@ -230,26 +230,31 @@ async def test_console_subscribes_publishes_drops_and_shows_the_replay(
         ]
         assert [len(page["rows"]) for page in shown["pages"]] == [1, 1]
         assert shown["next_disabled"] is True
-        receipt = {"subscription_type": "organisation_claims", "user_id": user}
-        assert sorted(
-            (row for page in shown["pages"] for row in page["rows"]),
-            key=lambda row: row["channel_id"],
-        ) == sorted(
+
+        def receipt(channel: str, kind: str, sequence: int, confirmed: bool) -> dict[str, Any]:
+            return {
+                "channel_id": channel,
+                "subscription_type": kind,
+                "user_id": user,
+                "sequence": sequence,
+                "delivered": confirmed,
+                "acknowledged": confirmed,
+            }
+
+        by_channel = sorted(
+            (row for page in shown["pages"] for row in page["rows"]), key=lambda r: r["channel_id"]
+        )
+        assert by_channel == sorted(
             [
-                {"channel_id": channel_id, **receipt, "sequence": 2, "delivered": True,
-                 "acknowledged": True},
-                {"channel_id": other_id, "subscription_type": "user_claims", "user_id": user,
-                 "sequence": 1, "delivered": False, "acknowledged": False},
+                receipt(channel_id, "organisation_claims", 2, True),
+                receipt(other_id, "user_claims", 1, False),
             ],
-            key=lambda row: row["channel_id"],
+            key=lambda r: r["channel_id"],
         )
         # A live row's event id opens that event's receipts (published before the user channel).
         live = await step("live_event_receipts")
         assert live["event_id"] == first["event_id"]
-        assert live["page"]["rows"] == [
-            {"channel_id": channel_id, **receipt, "sequence": 1, "delivered": True,
-             "acknowledged": True}
-        ]
+        assert live["page"]["rows"] == [receipt(channel_id, "organisation_claims", 1, True)]
 
         done = await step("done")
         assert await page.finish(timeout=STEP) == 0, page.report()
@@ -331,8 +336,7 @@ async def test_console_history_says_what_retention_dropped_and_shows_problems(
     assert set(done["problems"]) == {
         "console.error: Failed to load resource: the server responded with a status of 404 "
         "(Not Found)",
-        "console.error: Failed to load resource: the server responded with a status of 410 "
-        "(Gone)",
+        "console.error: Failed to load resource: the server responded with a status of 410 (Gone)",
     }
     assert done["foreign"] == []
 

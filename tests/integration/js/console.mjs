@@ -132,8 +132,8 @@ async function receiptRows() {
         subscription_type: cells[1].textContent,
         user_id: cells[2].textContent,
         sequence: Number(cells[3].textContent),
-        delivered: row.querySelector("td.delivered").dataset.value === "true",
-        acknowledged: row.querySelector("td.acknowledged").dataset.value === "true",
+        delivered: row.querySelector("td.delivered").textContent === "yes",
+        acknowledged: row.querySelector("td.acknowledged").textContent === "yes",
       };
     }),
   );
