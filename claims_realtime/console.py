@@ -1,8 +1,8 @@
 """`/console`: the live event console, a static page served by the service itself.
 
-The page (console/ at the repository's top level: HTML, one ES module, one stylesheet) needs
-no build step. Its one dependency, the official Socket.IO client, is the npm package's own
-browser bundle, vendored in console/vendor/ with its licences and version (`make vendor`
+The page (console/ at the repository's top level: HTML, three ES modules, one stylesheet)
+needs no build step. Its one dependency, the official Socket.IO client, is the npm package's
+own browser bundle, vendored in console/vendor/ with its licences and version (`make vendor`
 re-copies it from node_modules), so the page loads nothing from anywhere else and an
 installed wheel needs neither Node.js nor node_modules. The files are package data
 (claims_realtime/console_assets -> ../console; see claims_realtime.static).
@@ -28,6 +28,8 @@ ASSETS = "console_assets"
 FILES = {
     "": ("index.html", "text/html; charset=utf-8"),
     "console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "common.js": ("common.js", "text/javascript; charset=utf-8"),
+    "history.js": ("history.js", "text/javascript; charset=utf-8"),
     "console.css": ("console.css", "text/css; charset=utf-8"),
     "vendor/socket.io.esm.min.js": (
         "vendor/socket.io.esm.min.js",

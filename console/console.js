@@ -1,4 +1,6 @@
-// The claims-realtime live console: a plain ES module, no build step.
+// The claims-realtime live console: plain ES modules, no build step. This one holds the
+// subscribe, channel list, connection and publish panels; common.js the shared helpers;
+// history.js a channel's history and the delivery receipts.
 //
 // Every form is built from the OpenAPI document the service serves (/api/v1/openapi.json):
 // the subscribe operations and their request schemas, the list filters, the claim event
@@ -6,88 +8,11 @@
 // npm package's browser bundle served by this service (./vendor/). Channel tokens and the
 // publisher key live in this page's memory only.
 import { io } from "./vendor/socket.io.esm.min.js";
-
-const API = new URL("../api/v1/", location.href);
-const $ = (id) => document.getElementById(id);
-
-// -- small helpers -----------------------------------------------------------------------
-
-/** An element with attributes and children (strings become text: nothing is parsed as HTML). */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "dataset") Object.assign(node.dataset, value);
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child !== undefined && child !== null) node.append(child);
-  }
-  return node;
-}
-
-function log(message, kind = "info") {
-  const time = new Date().toISOString().slice(11, 23);
-  $("log").prepend(h("li", { class: kind }, `${time} ${message}`));
-}
-
-function showResult(element, message, kind) {
-  element.textContent = message;
-  element.dataset.kind = kind;
-}
-
-/** A problem+json answer as one line: "Bad Request: detail (field: x)". */
-function describeProblem(status, body) {
-  if (body && typeof body === "object" && body.detail) {
-    const field = body.field ? ` (field: ${body.field})` : "";
-    return `${status} ${body.title ?? ""}: ${body.detail}${field}`;
-  }
-  return `HTTP ${status}`;
-}
-
-/** fetch() against the API; answers {ok, status, body}; never throws on an HTTP error. */
-async function api(method, path, { body, headers = {} } = {}) {
-  const init = { method, headers: { Accept: "application/json", ...headers } };
-  const bearer = $("bearer").value.trim();
-  if (bearer) init.headers.Authorization = `Bearer ${bearer}`;
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const response = await fetch(new URL(path.replace(/^\//, ""), API), init);
-  const text = await response.text();
-  let parsed = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    parsed = text;
-  }
-  return { ok: response.ok, status: response.status, body: parsed };
-}
-
-// -- the OpenAPI document ------------------------------------------------------------------
-
-let spec = null;
-
-function deref(schema) {
-  let resolved = schema ?? {};
-  while (resolved.$ref) {
-    resolved = resolved.$ref
-      .replace(/^#\//, "")
-      .split("/")
-      .reduce((node, key) => node[key.replace(/~1/g, "/").replace(/~0/g, "~")], spec);
-  }
-  return resolved;
-}
-
-/** A schema with `$ref`s followed and `allOf` merged: what a form field needs. */
-function flatten(schema) {
-  const resolved = deref(schema);
-  if (!resolved.allOf) return resolved;
-  const { allOf, ...own } = resolved;
-  return Object.assign({}, ...allOf.map(flatten), own);
-}
+import {
+  $, api, deref, describeProblem, flatten, h, loadSpec, log, operationById,
+  publisherKeyHeader, showResult, spec,
+} from "./common.js";
+import { eventIdButton, setupHistory, showChannelReceipts, showHistory } from "./history.js";
 
 /** The POST operations that create a channel: their 201 answer carries a channel_token. */
 function subscribeOperations() {
@@ -105,15 +30,6 @@ function subscribeOperations() {
     });
   }
   return operations;
-}
-
-function operationById(operationId) {
-  for (const [path, item] of Object.entries(spec.paths)) {
-    for (const [method, operation] of Object.entries(item)) {
-      if (operation?.operationId === operationId) return { path, method, operation };
-    }
-  }
-  throw new Error(`the OpenAPI document has no operation ${operationId}`);
 }
 
 // -- forms built from schemas --------------------------------------------------------------
@@ -305,6 +221,10 @@ async function refreshChannels() {
         h("td", { class: `status ${detail.status}` }, detail.status),
         h("td", { class: "count" }, String(detail.event_count ?? "–")),
         h("td", {}, row.last_event_at ?? "–"),
+        // Receipts: how far the subscriber got (null until the first delivery).
+        h("td", { class: "delivered" }, String(detail.delivered_sequence ?? "–")),
+        h("td", { class: "acknowledged" }, String(detail.acknowledged_sequence ?? "–")),
+        h("td", { class: "pending" }, String(detail.pending_events ?? "–")),
         h(
           "td",
           {},
@@ -316,6 +236,7 @@ async function refreshChannels() {
       );
     });
     $("channels-body").replaceChildren(...rows);
+    for (const row of list.body.data) showChannelReceipts(channels.get(row.channel_id));
     const { page, total } = list.body.pagination;
     $("channels-total").textContent = `${total} channel(s) match; page ${page}.`;
   })();
@@ -343,6 +264,7 @@ function chooseChannel(channelId, connectNow = false) {
   const publish = $("publish-form");
   if (channel.organisation_id) publish.elements.organisation_id.value = channel.organisation_id;
   publish.elements.user_id.value = channel.user_id;
+  showHistory(channelId);
   if (connectNow) {
     if (tokens.has(channelId)) connect();
     else $("connect-token").focus();
@@ -478,6 +400,7 @@ function addEventRow(name, event, replayed) {
     h("td", {}, event.user_id),
     h("td", {}, event.occurred_at),
     h("td", {}, received),
+    h("td", {}, eventIdButton(event.event_id)),
     h("td", { class: "delivery" }, h("span", { class: "badge" }, replayed ? "replayed" : "live")),
     h("td", {}, h("code", {}, JSON.stringify(event.data))),
   );
@@ -506,7 +429,7 @@ function setupPublish() {
   const schema = flatten(operation.requestBody.content["application/json"].schema);
   eventTypes = new Set(flatten(schema.properties.event_type).enum);
   buildForm($("publish-form"), schema, { claim_id: "clm_console", organisation_id: "org_001", user_id: "usr_console" }, "Publish");
-  const keyHeader = deref(spec.components.securitySchemes.PublisherKey).name;
+  const keyHeader = publisherKeyHeader();
   $("publish-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
@@ -535,15 +458,15 @@ function setupPublish() {
 // -- start ---------------------------------------------------------------------------------
 
 async function start() {
-  const document_ = await api("GET", "openapi.json");
-  if (!document_.ok) {
-    showResult($("load-status"), `Cannot load the OpenAPI document: ${describeProblem(document_.status, document_.body)}`, "error");
+  const failed = await loadSpec();
+  if (failed) {
+    showResult($("load-status"), `Cannot load the OpenAPI document: ${describeProblem(failed.status, failed.body)}`, "error");
     return;
   }
-  spec = document_.body;
   setupSubscribe();
   setupChannelFilters();
   setupPublish();
+  setupHistory();
   $("connect-form").addEventListener("submit", (event) => {
     event.preventDefault();
     connect();
