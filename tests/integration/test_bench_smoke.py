@@ -1,8 +1,9 @@
-"""The benchmark itself works end to end: `python -m tools.bench --smoke` against both servers.
+"""The benchmark itself works end to end: `python -m tools.bench --smoke` against both servers
+(and, for history reading, ours alone).
 
 No timing assertions: timing targets live in the benchmark's own output, not in the tests. What
 is checked is that every measurement ran and that the load generator saw a correct stream
-(nothing lost, nothing duplicated, the replay complete and in order).
+(nothing lost, nothing duplicated, the replay complete and in order, history pages contiguous).
 """
 
 from __future__ import annotations
@@ -116,3 +117,22 @@ def test_memory_per_connection_is_reported(results: dict[str, Any]) -> None:
     servers = {m["server"] for m in results["memory"] if m["kb_per_connection"] is not None}
     assert servers == {"ours", "baseline"}
     assert any(row["name"].startswith("memory") for row in results["summary"])
+
+
+def test_history_reads_pages_during_delivery_without_loss(results: dict[str, Any]) -> None:
+    history = results["history"]
+    assert history["server"] == "ours" and history["workload"] == "org"
+    assert {run["with_readers"] for run in history["runs"]} == {False, True}
+    for run in history["runs"]:
+        assert run["step"]["lost"] == 0 and run["step"]["duplicated"] == 0, run
+        assert run["step"]["deliveries"] > 0, run
+        assert (run["reading"] is not None) == run["with_readers"]
+    reading = history["with"]["reading"]
+    assert reading["pages"] > 0 and reading["events"] > 0 and reading["pages_per_s"] > 0
+    assert reading["violations"] == 0 and reading["http_errors"] == 0
+    assert reading["page_p99_ms"] is not None
+    assert history["without"]["p99_ms"] is not None and history["with"]["p99_ms"] is not None
+    # The verdict is reported, not asserted: a smoke run on a shared machine says nothing.
+    assert history["p99"]["within"] in (True, False)
+    assert history["failures"] == []
+    assert any(row["name"].startswith("history") for row in results["summary"])

@@ -4,6 +4,10 @@ by side against a bare python-socketio baseline, all on loopback.
 Modes: sweep (default), storm, replay, ingest, all; --smoke runs a tiny version of everything.
 soak (ours only, never in `all` or --smoke): clients drop and resume at random under steady
 ingestion for --soak-seconds; zero loss, zero duplicates after dedupe, and server memory.
+history (ours only, not in `all`): delivery p99 of the org workload at --history-rate
+deliveries/s, without and with --history-readers clients paging listChannelEvents 1,000
+events a page (paced to --history-pages-per-s in all, if given), alternated --history-pairs
+times; each reader channel holds --history-events events beforehand.
 Results: a table on stdout, every figure in a JSON file (--output).
 """
 
@@ -21,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tools.bench import report
+from tools.bench import history, report
 from tools.bench.node import GeneratorError, node_executable, node_version
 from tools.bench.options import DEFAULT_RATES, Options
 from tools.bench.report import Progress
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=[*MODES, "all", "soak"],
+        choices=[*MODES, "all", "soak", "history"],
         default=None,
         help="what to measure (default sweep; with --smoke: all)",
     )
@@ -158,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak: mean seconds between two drops of one client (default 60); a dropped "
         "client reconnects 0.1-3 s later with auth.last_sequence",
     )
+    parser.add_argument("--history-rate", type=int, default=None, help="default 5000")
+    parser.add_argument("--history-pairs", type=int, default=None, help="default 2")
+    parser.add_argument("--history-readers", type=int, default=None, help="default 2")
+    parser.add_argument(
+        "--history-events", type=int, default=None, help="per reader channel; default 5000"
+    )
+    parser.add_argument("--history-pages-per-s", type=float, default=None, help="default: unpaced")
     parser.add_argument(
         "--workers", type=int, default=1, help="our server's --workers (needs PostgreSQL and Redis)"
     )
@@ -185,6 +196,11 @@ def options_from(args: argparse.Namespace) -> Options:
         "soak_seconds": args.soak_seconds,
         "soak_rate": args.soak_rate,
         "soak_drop_every_s": args.soak_drop_every,
+        "history_rate": args.history_rate,
+        "history_pairs": args.history_pairs,
+        "history_readers": args.history_readers,
+        "history_events": args.history_events,
+        "history_pages_per_s": args.history_pages_per_s,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -210,6 +226,16 @@ def validate(options: Options) -> str | None:
         return "--warmup-seconds must be shorter than --step-seconds"
     if options.soak_seconds <= 0 or options.soak_rate <= 0 or options.soak_drop_every_s <= 0:
         return "--soak-seconds, --soak-rate and --soak-drop-every must be positive"
+    pace = options.history_pages_per_s
+    if (
+        min(options.history_rate, options.history_pairs, options.history_readers) < 1
+        or options.history_events < 0
+        or (pace is not None and pace <= 0)
+    ):
+        return (
+            "--history-rate, --history-pairs, --history-readers and --history-pages-per-s "
+            "must be positive, --history-events not negative"
+        )
     if options.workers > 1 and not (
         options.redis_url
         and (options.database_url or "").startswith(("postgres://", "postgresql://"))
@@ -259,6 +285,14 @@ def _soak(options: Options, progress: Progress, results: dict[str, Any]) -> None
         raise RuntimeError("; ".join(results["soak"]["failures"]))
 
 
+def _history(options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with OurServer(options.database_url, options.redis_url, options.workers) as server:
+        assert isinstance(server, OurServer)
+        results["history"] = history.run_history(server, options, progress)
+    if results["history"]["failures"]:
+        raise RuntimeError("; ".join(results["history"]["failures"]))
+
+
 def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
     """Every requested measurement; each failure is recorded and the others still run.
 
@@ -291,6 +325,11 @@ def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
             attempt("ingest", name, partial(_ingest, name, *common))
     if "soak" in options.modes:  # ours only: the baseline keeps no history to resume from
         attempt("soak", "ours", partial(_soak, *common))
+    if "history" in options.modes:
+        if "ours" in options.servers:
+            attempt("history", "ours", partial(_history, *common))
+        if "baseline" in options.servers:
+            progress.info("history: not run on the baseline, which keeps no history")
 
 
 def default_output() -> Path:
@@ -334,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": None,
         "ingest": [],
         "soak": None,
+        "history": None,
         "memory": [],
         "errors": [],
     }
@@ -346,13 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["errors"].append({"mode": "all", "server": "-", "error": "interrupted"})
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["summary"] = report.summarise(results)
+    results["summary"] = report.summarise(results) + history.summary_rows(results["history"])
     results["generator_notes"] = report.generator_notes(results)
     report.write_json(output, results)
 
     sections = [
         report.render_steps(results),
         report.render_soak(results),
+        history.render(results["history"]),
         report.render_summary(results["summary"]),
     ]
     if results["generator_notes"]:

@@ -38,6 +38,10 @@ GENERATOR_SATURATED_PCT = 90.0
 PUBLISHER_BACKLOG_LIMIT_MS = 50.0
 #: Soak: server memory is "flat" if it grew less than this over the run's second half.
 SOAK_FLAT_GROWTH_PCT = 5.0
+#: History: delivery p99 with history readers may exceed the p99 without them by this much.
+HISTORY_P99_TOLERANCE_PCT = 10.0
+#: History: events per page the readers ask for (listChannelEvents' largest page).
+HISTORY_PAGE_LIMIT = 1_000
 
 
 @dataclass
@@ -77,12 +81,21 @@ class Options:
     soak_drop_every_s: float = 60.0
     soak_reconnect_min_s: float = 0.1
     soak_reconnect_max_s: float = 3.0
+    #: History (--mode history, ours only): the org workload at `history_rate` deliveries/s,
+    #: one step without readers and one with `history_readers` paging history, `history_pairs`
+    #: times; each reader channel holds `history_events` events before the first step.
+    #: `history_pages_per_s` paces the readers (all together); None: as fast as they can.
+    history_rate: int = 5_000
+    history_pairs: int = 2
+    history_readers: int = 2
+    history_events: int = 5_000
+    history_pages_per_s: float | None = None
 
     @classmethod
     def smoke_options(cls) -> Options:
         """Everything, tiny: the suite's end-to-end check of the benchmark itself."""
         return cls(
-            modes=["sweep", "storm", "replay", "ingest"],
+            modes=["sweep", "storm", "replay", "ingest", "history"],
             subscribers=20,
             orgs=2,
             rates=[100, 200],
@@ -92,5 +105,8 @@ class Options:
             storm_clients=20,
             replay_events=200,
             ingest_seconds=1.5,
+            history_rate=200,
+            history_pairs=1,
+            history_events=1_500,
             smoke=True,
         )

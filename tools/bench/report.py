@@ -407,7 +407,8 @@ def _figure(value: Any, unit: str, at_least: bool = False) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain text columns, each as wide as its widest cell."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * width for width in widths))
@@ -490,7 +491,7 @@ def render_steps(results: dict[str, Any]) -> str:
             )
     if not rows:
         return ""
-    return "Sweep steps (latency in ms; CPU in % of one core)\n" + _table(header, rows)
+    return "Sweep steps (latency in ms; CPU in % of one core)\n" + table(header, rows)
 
 
 def render_summary(rows: list[dict[str, Any]]) -> str:
@@ -509,7 +510,7 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
                 mark,
             ]
         )
-    return "Summary\n" + _table(header, body)
+    return "Summary\n" + table(header, body)
 
 
 def generator_notes(results: dict[str, Any]) -> list[str]:

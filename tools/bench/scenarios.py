@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -70,23 +71,27 @@ def run_storm(server: BenchServer, options: Options, progress: Progress) -> dict
     return result
 
 
-def run_replay(server: OurServer, options: Options, progress: Progress) -> dict[str, Any]:
-    """Record `replay_events` on one channel with nobody attached, then connect one client
-    from sequence 0 and time until all of them arrived in order."""
-    n = options.replay_events
-    label = "replay ours"
-    (channel,) = server.create_channels([ChannelSpec("user", "usr_replay")])
+def record_events(
+    server: OurServer,
+    count: int,
+    organisation_ids: list[str],
+    user_id: str,
+    options: Options,
+    on_progress: Callable[[int], None],
+) -> None:
+    """`count` events through the batch API, 500 a request, rotating over the organisations:
+    history recorded before anyone reads it. `on_progress(recorded so far)` after each batch."""
     pad = "x" * max(0, options.envelope_bytes - 280)
     with httpx.Client(base_url=server.base_url, timeout=60) as http:
         sent = 0
-        while sent < n:
-            size = min(500, n - sent)
+        while sent < count:
+            size = min(500, count - sent)
             events = [
                 {
                     "event_type": "comment_added",
                     "claim_id": f"clm_{sent + i:07d}",
-                    "organisation_id": "org_replay",
-                    "user_id": "usr_replay",
+                    "organisation_id": organisation_ids[(sent + i) % len(organisation_ids)],
+                    "user_id": user_id,
                     # w: 1 keeps these out of the subscribers' latency figures.
                     "data": {"w": 1, "pad": pad},
                 }
@@ -98,9 +103,26 @@ def run_replay(server: OurServer, options: Options, progress: Progress) -> dict[
                 headers=server.publish_headers,
             )
             if response.status_code != 202:
-                raise RuntimeError(f"replay: batch gave {response.status_code}: {response.text}")
+                raise RuntimeError(f"recording: batch gave {response.status_code}: {response.text}")
             sent += size
-            progress.update(f"{label} recording", sent / n)
+            on_progress(sent)
+
+
+def run_replay(server: OurServer, options: Options, progress: Progress) -> dict[str, Any]:
+    """Record `replay_events` on one channel with nobody attached, then connect one client
+    from sequence 0 and time until all of them arrived in order."""
+    n = options.replay_events
+    label = "replay ours"
+    (channel,) = server.create_channels([ChannelSpec("user", "usr_replay")])
+    record_events(
+        server,
+        n,
+        ["org_replay"],
+        "usr_replay",
+        options,
+        lambda done: progress.update(f"{label} recording", done / n),
+    )
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
         detail = http.get(f"/api/v1/realtime-subscriptions/{channel.channel_id}").json()
     progress.update(f"{label} replaying", 0.0)
     with SubscriberPool(
