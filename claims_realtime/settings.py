@@ -148,6 +148,19 @@ class Settings:
     #: FAST_PATHS: False serves every part through its libraries' stock code (our faster
     #: paths over their internals off; see claims_realtime.realtime.fastpaths).
     fast_paths: bool = True
+    #: Fernet keys (comma-separated; the first encrypts, all decrypt) for the webhook signing
+    #: secrets at rest; None means "generate one under data_dir".
+    webhook_secret_key: str | None = None
+    #: Hosts a fallback URL may name over plain http and at private or loopback addresses.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    #: Connect + read timeout of one webhook request.
+    webhook_timeout_seconds: float = 5.0
+    #: Webhook requests in flight at once, per process (one per channel at a time).
+    webhook_concurrency: int = 32
+    #: How often due webhooks are looked for (the most they run late, plus the flush).
+    webhook_poll_seconds: float = 1.0
+    #: How long a webhook is retried before it is kept as a final failure.
+    webhook_retry_for_seconds: float = 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +228,7 @@ class Settings:
             ),
             fast_paths=_on_off(env, "FAST_PATHS", default["fast_paths"]),
             **_access_settings(env, default),
+            **_webhook_settings(env, default),
         )
 
     def with_defaults(self) -> Settings:
@@ -296,4 +310,33 @@ def _access_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dict
         "jwt_coordinator_roles": roles,
         "cors_allowed_origins": origins,
         "log_format": log_format,
+    }
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+")
+
+
+def _webhook_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dict[str, Any]:
+    """WEBHOOK_*: the fallback webhooks' delivery and safety settings."""
+    hosts = tuple(host.lower() for host in _list(env, "WEBHOOK_ALLOWED_HOSTS"))
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise ValueError(
+                f"WEBHOOK_ALLOWED_HOSTS must list host names or addresses, got {host!r}"
+            )
+    return {
+        "webhook_secret_key": env.get("WEBHOOK_SECRET_KEY", "").strip() or None,
+        "webhook_allowed_hosts": hosts,
+        "webhook_timeout_seconds": _duration(
+            env, "WEBHOOK_TIMEOUT", default["webhook_timeout_seconds"]
+        ),
+        "webhook_concurrency": _int(
+            env, "WEBHOOK_CONCURRENCY", default["webhook_concurrency"], minimum=1
+        ),
+        "webhook_poll_seconds": _duration(
+            env, "WEBHOOK_POLL_INTERVAL", default["webhook_poll_seconds"]
+        ),
+        "webhook_retry_for_seconds": _duration(
+            env, "WEBHOOK_RETRY_FOR", default["webhook_retry_for_seconds"]
+        ),
     }

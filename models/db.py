@@ -29,6 +29,7 @@ MODEL_MODULES = [
     "claims_realtime.models.channel",
     "claims_realtime.models.event",
     "claims_realtime.models.presence",
+    "claims_realtime.models.fallback",
 ]
 MIGRATIONS_MODULE = "claims_realtime.models.migrations"
 

@@ -6,6 +6,7 @@ DomainError
 ├── Forbidden           403  the caller may not do this (AUTH_MODE=jwt; may name a field)
 ├── ChannelNotFound     404  no channel has this id
 ├── EventNotFound       404  no kept claim event has this id (never recorded, or expired)
+├── FallbackNotFound    404  the channel has no fallback webhook
 ├── EventIdConflict     409  an event_id was reused for a different event
 ├── TooManyChannels     409  the user_id has MAX_CHANNELS_PER_USER active channels already
 ├── ChannelClosed       410  the channel was closed (carries closed_at)
@@ -88,6 +89,20 @@ class EventNotFound(DomainError):
 
     def extensions(self) -> dict[str, object]:
         return {"field": "event_id"}
+
+
+class FallbackNotFound(DomainError):
+    status = 404
+    title = "Not Found"
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(
+            f"Channel {channel_id} has no fallback webhook "
+            "(PUT /realtime-subscriptions/{channel_id}/fallback sets one)."
+        )
+
+    def extensions(self) -> dict[str, object]:
+        return {"field": "fallback"}
 
 
 class EventIdConflict(DomainError):

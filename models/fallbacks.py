@@ -1,0 +1,177 @@
+"""A channel's fallback webhook: set, replace, remove, and read with where its delivery
+stands. No HTTP here: realtime.webhooks sends them.
+
+Setting a fallback answers a new signing secret, the only time it is shown; setting it again
+rotates the secret. Events recorded before a fallback was first set never fire; replacing it
+keeps its place, so what was owed goes to the new URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from claims_realtime.models import webhook_urls
+from claims_realtime.models.channel import Channel
+from claims_realtime.models.clock import utcnow
+from claims_realtime.models.errors import FallbackNotFound, InvalidInput
+from claims_realtime.models.event import ChannelEvent
+from claims_realtime.models.fallback import WebhookFailure, WebhookFallback
+from claims_realtime.models.subscriptions import canonical_event_types, open_channel
+from claims_realtime.models.webhook_secrets import SecretBox, new_signing_secret
+
+MIN_AFTER_SECONDS = 10
+MAX_AFTER_SECONDS = 7 * 86400
+#: Final failures shown with a fallback's state, newest first.
+RECENT_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class FallbackSpec:
+    """What the caller asks for: where, after how long, for which event types."""
+
+    url: str
+    after_seconds: int
+    #: None or empty: every type the channel delivers.
+    event_types: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """What the server's settings allow: the keys that seal secrets, and the trusted hosts."""
+
+    box: SecretBox
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FallbackSet:
+    """A fallback just set, with its signing secret: the only time the secret is known."""
+
+    fallback: WebhookFallback
+    secret: str
+
+
+@dataclass(frozen=True)
+class FallbackState:
+    fallback: WebhookFallback
+    #: Events owed and not yet sent (due or not yet due).
+    pending: int
+    recent_failures: list[WebhookFailure]
+
+
+async def check_spec(
+    spec: FallbackSpec, channel_event_types: Sequence[str], policy: WebhookPolicy
+) -> list[str]:
+    """The spec's event types, in canonical order, if the spec may be used; InvalidInput
+    naming the `fallback.*` field otherwise."""
+    if not MIN_AFTER_SECONDS <= spec.after_seconds <= MAX_AFTER_SECONDS:
+        raise InvalidInput(
+            "fallback.after_seconds",
+            f"fallback.after_seconds must be between {MIN_AFTER_SECONDS} and "
+            f"{MAX_AFTER_SECONDS}, got {spec.after_seconds}",
+        )
+    wanted = canonical_event_types(spec.event_types)
+    if spec.event_types:
+        foreign = [t for t in wanted if t not in channel_event_types]
+        if foreign:
+            raise InvalidInput(
+                "fallback.event_types",
+                f"fallback.event_types names {', '.join(foreign)}, which the channel does not "
+                f"deliver (it delivers {', '.join(channel_event_types)})",
+            )
+    else:
+        wanted = list(channel_event_types)
+    await webhook_urls.check_resolves(spec.url, policy.allowed_hosts)
+    return wanted
+
+
+async def put_fallback(
+    connection: BaseDBAsyncClient,
+    channel: Channel,
+    spec: FallbackSpec,
+    event_types: list[str],
+    policy: WebhookPolicy,
+) -> FallbackSet:
+    """Within `connection`'s transaction: set or replace the checked fallback of `channel`
+    (see check_spec), with a new secret."""
+    secret = new_signing_secret()
+    now = utcnow()
+    settings = {
+        "url": spec.url,
+        "after_seconds": spec.after_seconds,
+        "event_types": event_types,
+        "secret": policy.box.seal(secret),
+        # A new URL or secret deserves a prompt first try, and a 410 is answered afresh.
+        "attempts": 0,
+        "first_attempt_at": None,
+        "next_attempt_at": None,
+        "disabled_at": None,
+        "updated_at": now,
+    }
+    fallback = (
+        await WebhookFallback.filter(channel_id=channel.id)
+        .using_db(connection)
+        .select_for_update()
+        .first()
+    )
+    if fallback is None:
+        fallback = await WebhookFallback.create(
+            using_db=connection,
+            channel_id=channel.id,
+            cursor=channel.head_sequence,
+            created_at=now,
+            **settings,
+        )
+    else:
+        fallback.update_from_dict(settings)
+        await fallback.save(using_db=connection, update_fields=list(settings))
+    return FallbackSet(fallback, secret)
+
+
+async def set_fallback(channel_id: str, spec: FallbackSpec, policy: WebhookPolicy) -> FallbackSet:
+    """Set or replace the fallback of an open channel (ChannelNotFound, ChannelClosed)."""
+    channel = await open_channel(channel_id)
+    event_types = await check_spec(spec, channel.event_types, policy)
+    async with in_transaction() as connection:
+        # The head as of now: what was recorded before the fallback existed never fires.
+        await channel.refresh_from_db(fields=["head_sequence"], using_db=connection)
+        return await put_fallback(connection, channel, spec, event_types, policy)
+
+
+async def remove_fallback(channel_id: str) -> None:
+    """Remove an open channel's fallback; what it still owed is not sent."""
+    await open_channel(channel_id)
+    if not await WebhookFallback.filter(channel_id=channel_id).delete():
+        raise FallbackNotFound(channel_id)
+
+
+async def fallback_state(channel_id: str) -> FallbackState:
+    """An open channel's fallback and where its delivery stands (FallbackNotFound)."""
+    channel = await open_channel(channel_id)
+    fallback = await WebhookFallback.get_or_none(channel_id=channel_id)
+    if fallback is None:
+        raise FallbackNotFound(channel_id)
+    return FallbackState(
+        fallback,
+        await owed(channel, fallback),
+        list(
+            await WebhookFailure.filter(channel_id=channel_id)
+            .order_by("-sequence")
+            .limit(RECENT_FAILURES)
+        ),
+    )
+
+
+async def owed(channel: Channel, fallback: WebhookFallback) -> int:
+    """Events of the fallback's types after both its cursor and the subscriber's
+    confirmations: what it would still send, due or not."""
+    start = max(int(fallback.cursor), int(channel.confirmed_sequence or 0))
+    if start >= channel.head_sequence:
+        return 0
+    return await ChannelEvent.filter(
+        channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
+    ).count()
