@@ -12,6 +12,7 @@ To change the schema: edit the models, then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -22,7 +23,7 @@ from tortoise.context import set_global_context
 from tortoise.exceptions import DBConnectionError
 from tortoise.migrations.executor import MigrationExecutor
 
-from claims_realtime.models.backends import backend_classes, backend_for, use
+from claims_realtime.models.backends import backend_classes, backend_for, current, use
 from claims_realtime.models.errors import Unavailable
 
 MODEL_MODULES = [
@@ -124,6 +125,7 @@ async def open_database(database_url: str, *, pool_size: int = 10) -> None:
             f"the database at {_redacted(database_url)} lacks migrations {', '.join(pending)}: "
             "run `claims-realtime migrate` first"
         )
+    await backend.opened()
     log.info("database ready: %s", _redacted(database_url))
 
 
@@ -166,6 +168,8 @@ async def database_reachable(timeout: float = 2.0) -> bool:
 
 
 async def close_database() -> None:
+    with contextlib.suppress(RuntimeError):  # no database was opened
+        await current().close()
     await Tortoise.close_connections()
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
+from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from claims_realtime.models import sql
@@ -47,6 +48,23 @@ class Backend(ABC):
     def prepare(self, database_url: str) -> None:
         """Get ready before the first connection (e.g. create a database file's directory)."""
         return None
+
+    async def opened(self) -> None:
+        """The database is open (Tortoise initialised, schema current): set up what else
+        this backend needs."""
+        return None
+
+    async def close(self) -> None:
+        """Release what opened() set up, before Tortoise closes its connections."""
+        return None
+
+    async def read(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+        """Rows of a read-only query outside any transaction (history for replay, pages and
+        webhooks), as value sequences in the query's column order."""
+        _, rows = await Tortoise.get_connection("default").execute_query(
+            self.sql(query), list(parameters)
+        )
+        return [tuple(row) for row in rows]
 
     @classmethod
     @abstractmethod

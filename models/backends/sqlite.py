@@ -88,6 +88,10 @@ class SQLiteBackend(Backend):
 
     def __init__(self) -> None:
         self._group_commit = GroupCommit(self)
+        self._path: Path | None = None
+        #: History reads' own connection: in WAL mode a reader never waits for the writer
+        #: nor holds it up, while Tortoise's one connection would queue them with ingestion.
+        self._reader: aiosqlite.Connection | None = None
 
     def connection_url(self, database_url: str, *, pool_size: int) -> str:
         for name, value in SQLITE_PRAGMAS.items():
@@ -98,6 +102,25 @@ class SQLiteBackend(Backend):
         path = sqlite_path(database_url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._path = path.resolve()
+
+    async def opened(self) -> None:
+        if self._path is None:
+            return  # in memory: no second connection can see it; reads share the one
+        reader = await aiosqlite.connect(f"{self._path.as_uri()}?mode=ro", uri=True)
+        await reader.execute("PRAGMA query_only = ON")
+        await reader.execute(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
+        self._reader = reader
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
+
+    async def read(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+        if self._reader is None:
+            return await super().read(query, parameters)
+        return list(await self._reader.execute_fetchall(query, parameters))
 
     @classmethod
     def means_unavailable(cls, exc: BaseException) -> bool:
