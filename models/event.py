@@ -99,3 +99,5 @@ class StoredEvent:
     occurred_at: datetime
     #: `data` as compact ASCII JSON, as stored (JSONTextField's encoding).
     data_json: str
+    #: When the channel recorded it (fallback webhooks fall due from it).
+    recorded_at: datetime

@@ -76,7 +76,7 @@ async def first_available(channel: Channel, retention: Retention) -> int:
 
 _READ_AFTER = (
     "SELECT ce.sequence, e.event_id, e.event_type, e.claim_id, e.organisation_id, e.user_id,"
-    " e.actor_id, e.occurred_at, e.data"
+    " e.actor_id, e.occurred_at, e.data, ce.recorded_at"
     " FROM channel_event ce JOIN claim_event e ON e.event_id = ce.event_id"
     " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.sequence <= ? AND ce.recorded_at >= ?"
     " ORDER BY ce.sequence LIMIT ?"
@@ -98,12 +98,12 @@ async def read_after(
         backend.bind_time(retention.cutoff()),
         limit,
     ]
-    _, rows = await Tortoise.get_connection("default").execute_query(
-        backend.sql(_READ_AFTER), parameters
-    )
+    rows = await backend.read(_READ_AFTER, parameters)
     read_time = backend.read_time
     return [
-        StoredEvent(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], read_time(r[7]), r[8])
+        StoredEvent(
+            int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], read_time(r[7]), r[8], read_time(r[9])
+        )
         for r in rows
     ]
 
