@@ -114,6 +114,35 @@ ENGINE_SESSIONS = Gauge(
     "when all is well.",
     multiprocess_mode="liveall",
 )
+_WEBHOOKS = Counter(
+    "claims_realtime_webhooks",
+    "Fallback webhooks by what became of them: outcome=delivered (2xx), retried (no answer, "
+    "408, 425, 429 or 5xx: tried again later), failed (given up on: another 4xx, or retried "
+    "for WEBHOOK_RETRY_FOR), disabled (410: the channel's fallback stopped), dropped (owed "
+    "but not sent: the channel closed, or history no longer held the event).",
+    ["outcome"],
+)
+WEBHOOKS_DELIVERED = _WEBHOOKS.labels(outcome="delivered")
+WEBHOOKS_RETRIED = _WEBHOOKS.labels(outcome="retried")
+WEBHOOKS_FAILED = _WEBHOOKS.labels(outcome="failed")
+WEBHOOKS_DISABLED = _WEBHOOKS.labels(outcome="disabled")
+WEBHOOKS_DROPPED = _WEBHOOKS.labels(outcome="dropped")
+WEBHOOK_SECONDS = Histogram(
+    "claims_realtime_webhook_request_seconds",
+    "How long each fallback webhook request took, answered or not.",
+    buckets=_LATENCY_BUCKETS,
+)
+WEBHOOKS_OWED = Gauge(
+    "claims_realtime_webhooks_owed",
+    "Events on channels with an active fallback that their subscriber has not confirmed and "
+    "that no webhook has dealt with yet, due or not (an upper bound: every event type counts).",
+    multiprocess_mode="max",
+)
+WEBHOOK_OLDEST_DUE = Gauge(
+    "claims_realtime_webhook_oldest_due_seconds",
+    "How long the longest-waiting channel with owed fallback webhooks has been due (0: none).",
+    multiprocess_mode="max",
+)
 
 
 def sample_process(engine_sessions: int | None = None) -> None:
