@@ -16,6 +16,7 @@ from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.event import ChannelEvent, StoredEvent
+from claims_realtime.models.sql import Select
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -81,6 +82,18 @@ _READ_AFTER = (
     " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.sequence <= ? AND ce.recorded_at >= ?"
     " ORDER BY ce.sequence LIMIT ?"
 )
+_READ_COLUMNS = (
+    "sequence",
+    "event_id",
+    "event_type",
+    "claim_id",
+    "organisation_id",
+    "user_id",
+    "actor_id",
+    "occurred_at",
+    "data",
+    "recorded_at",
+)
 #: No bound on a read's last sequence (`up_to`): larger than any sequence.
 _NO_BOUND = 2**62
 
@@ -98,7 +111,7 @@ async def read_after(
         backend.bind_time(retention.cutoff()),
         limit,
     ]
-    rows = await backend.read(_READ_AFTER, parameters)
+    rows = await backend.read(Select(_READ_AFTER, parameters, _READ_COLUMNS))
     read_time = backend.read_time
     return [
         StoredEvent(

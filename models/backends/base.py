@@ -18,7 +18,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from claims_realtime.models import sql
-from claims_realtime.models.sql import Script, Statement, only
+from claims_realtime.models.sql import Script, Select, Statement, only
 
 T = TypeVar("T")
 
@@ -58,11 +58,11 @@ class Backend(ABC):
         """Release what opened() set up, before Tortoise closes its connections."""
         return None
 
-    async def read(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+    async def read(self, select: Select) -> list[Sequence[Any]]:
         """Rows of a read-only query outside any transaction (history for replay, pages and
-        webhooks), as value sequences in the query's column order."""
+        webhooks), as value sequences in `select.columns` order."""
         _, rows = await Tortoise.get_connection("default").execute_query(
-            self.sql(query), list(parameters)
+            self.sql(select.sql), list(select.parameters)
         )
         return [tuple(row) for row in rows]
 

@@ -117,10 +117,13 @@ class SQLiteBackend(Backend):
         if reader is not None:
             await reader.close()
 
-    async def read(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+    async def read(self, select: Select) -> list[Sequence[Any]]:
         if self._reader is None:
-            return await super().read(query, parameters)
-        return list(await self._reader.execute_fetchall(query, parameters))
+            return await super().read(select)
+        # One row holding them all, as in transactions (_select): a thousand-row page
+        # otherwise took the GIL back from the event loop a thousand times.
+        ((rows,),) = await self._reader.execute_fetchall(_as_one_row(select), select.parameters)
+        return cast(list[Sequence[Any]], json.loads(rows))
 
     @classmethod
     def means_unavailable(cls, exc: BaseException) -> bool:
@@ -217,9 +220,13 @@ def _select(db: sqlite3.Connection, select: Select) -> list[Any]:
     for every row it steps to, and under load each time cost a wait for the event loop thread
     to give it back (docs/performance-log.md#sqlite-statements). Nothing to lock: SQLite
     serialises writers."""
-    query = f"SELECT json_group_array(json_array({', '.join(select.columns)})) FROM ({select.sql})"
-    (rows,) = db.execute(query, select.parameters).fetchone()
+    (rows,) = db.execute(_as_one_row(select), select.parameters).fetchone()
     return cast(list[Any], json.loads(rows))
+
+
+def _as_one_row(select: Select) -> str:
+    """`select` as a query answering one row: its rows as a JSON array of arrays."""
+    return f"SELECT json_group_array(json_array({', '.join(select.columns)})) FROM ({select.sql})"
 
 
 def translated(exc: BaseException) -> BaseException:

@@ -221,3 +221,30 @@ def test_a_setting_given_in_the_url_wins() -> None:
     assert "cache_size=-1024" in url
     assert "cache_size=-65536" not in url
     assert "synchronous=FULL" in url
+
+
+@sqlite_only
+async def test_history_reads_use_their_own_read_only_connection_and_see_every_commit(
+    tmp_path: Any,
+) -> None:
+    from claims_realtime.models import ingest, subscriptions
+    from claims_realtime.models.channel import SubscriptionType
+    from claims_realtime.models.db import close_database, open_database
+    from claims_realtime.models.history import read_after
+    from tests.unit.test_history import KEEP_ALL
+
+    await open_database(f"sqlite://{tmp_path / 'file.sqlite3'}")
+    try:
+        backend = backends.current()
+        assert isinstance(backend, SQLiteBackend) and backend._reader is not None
+        created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="u")
+        for n in range(3):  # each committed after the reader opened
+            event = {"event_type": "claim_approved", "claim_id": f"c{n}", "organisation_id": "o"}
+            await ingest.record_events([{**event, "user_id": "u"}], max_data_bytes=64, batch=False)
+            rows = await read_after(created.channel.id, 0, 10, KEEP_ALL)
+            assert [row.sequence for row in rows] == list(range(1, n + 2))
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+            await backend._reader.execute("DELETE FROM channel_event")
+    finally:
+        await close_database()
+    assert backend._reader is None
