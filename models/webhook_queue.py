@@ -177,6 +177,23 @@ async def lease_due(owner: str, now: datetime, limit: int, lease_seconds: float)
     return await backend.run(_lease_script(owner, now, until, limit, backend))
 
 
+async def renew(owner: str, channel_ids: Sequence[str], until: datetime) -> None:
+    """Extend this process's leases of channels it is still working on."""
+    if not channel_ids:
+        return
+    backend = current()
+    marks = ", ".join("?" * len(channel_ids))
+    await backend.execute_in_transaction(
+        [
+            (
+                "UPDATE webhook_fallback SET lease_until = ?"
+                f" WHERE lease_owner = ? AND channel_id IN ({marks})",
+                [backend.bind_time(until), owner, *channel_ids],
+            )
+        ]
+    )
+
+
 def _settle_statements(backend: Backend, owner: str, outcome: Outcome) -> list[Statement]:
     bind = backend.bind_time
     assignments = [

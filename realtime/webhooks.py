@@ -49,6 +49,8 @@ JITTER = 0.2
 WINDOW = 50
 #: A webhook body's `type`.
 EVENT_TYPE = "claim_event.unacknowledged"
+#: The shortest lease on a channel's webhooks (see WebhookDispatcher.lease_seconds).
+MIN_LEASE_SECONDS = 15.0
 #: Closed channels' fallbacks are cleared, and the backlog gauges read, every this many polls.
 HOUSEKEEPING_POLLS = 10
 
@@ -149,8 +151,9 @@ class WebhookDispatcher:
         self.confirmed_locally = confirmed_locally
         #: The time deadlines are measured against (tests move it on).
         self.clock = clock
-        #: Long enough for a whole window of requests that each time out, and then some.
-        self.lease_seconds = max(60.0, timeout * (WINDOW + 2))
+        #: Renewed at every poll while a channel is worked on: a process that dies holding
+        #: a lease delays that channel by about this long.
+        self.lease_seconds = max(MIN_LEASE_SECONDS, 3 * timeout, 5 * poll_interval)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._finished: list[Outcome] = []
         self._session: aiohttp.ClientSession | None = None
@@ -201,6 +204,11 @@ class WebhookDispatcher:
 
     async def poll(self) -> None:
         await self.settle()
+        await webhook_queue.renew(
+            self.node_id,
+            list(self._running),
+            self.clock() + timedelta(seconds=self.lease_seconds),
+        )
         self._polls += 1
         if self._polls % HOUSEKEEPING_POLLS == 1:
             await self._housekeeping()
