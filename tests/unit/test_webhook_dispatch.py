@@ -8,15 +8,11 @@ polls itself (`drain`), so what was sent when is exact.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
-from standardwebhooks.webhooks import Webhook
 
 from claims_realtime.models import history, ingest, subscriptions, webhook_queue
 from claims_realtime.models.channel import SubscriptionType
@@ -25,6 +21,7 @@ from claims_realtime.models.fallbacks import FallbackSpec, WebhookPolicy, set_fa
 from claims_realtime.models.history import Retention
 from claims_realtime.models.webhook_secrets import SecretBox, new_sealing_key
 from claims_realtime.realtime.webhooks import BACKOFF, WebhookDispatcher
+from tests.webhook_receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -32,54 +29,10 @@ KEEP_ALL = Retention(max_events=1000, ttl_seconds=3600)
 AFTER = 10  # seconds: the fallbacks' deadline
 
 
-@dataclass
-class Receiver:
-    """Records every request; answers the statuses queued in `answers` (then 204)."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[int] = field(default_factory=list)
-    secrets: dict[str, str] = field(default_factory=dict)
-    in_flight: dict[str, int] = field(default_factory=dict)
-    overlapping: int = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        payload = json.loads(body)
-        channel_id = payload["channel"]["channel_id"]
-        self.in_flight[channel_id] = self.in_flight.get(channel_id, 0) + 1
-        self.overlapping += self.in_flight[channel_id] > 1
-        try:
-            await asyncio.sleep(0.01)  # long enough for a second request to overlap
-            verified = Webhook(self.secrets[channel_id]).verify(body, dict(request.headers))
-            self.requests.append({"id": request.headers["webhook-id"], "payload": verified})
-        finally:
-            self.in_flight[channel_id] -= 1
-        return web.Response(status=self.answers.pop(0) if self.answers else 204)
-
-    def sequences(self, channel_id: str | None = None) -> list[int]:
-        return [
-            r["payload"]["event"]["sequence"]
-            for r in self.requests
-            if channel_id is None or r["payload"]["channel"]["channel_id"] == channel_id
-        ]
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    found.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    async with running_receiver() as found:
         yield found
-    finally:
-        await runner.cleanup()
 
 
 class Clock:
