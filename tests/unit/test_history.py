@@ -60,7 +60,7 @@ async def test_an_event_read_back_is_what_was_recorded_field_for_field() -> None
     created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_r")
     submitted = {
         "event_type": "status_changed",
-        "claim_id": "clm_\u00e9\"x",
+        "claim_id": 'clm_\u00e9"x',
         "organisation_id": "org_r",
         "user_id": "usr_r",
         "actor_id": "usr_actor",
