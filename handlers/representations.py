@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -90,12 +91,22 @@ def subscription_detail(channel: Channel, base_url: str) -> dict[str, Any]:
     }
 
 
-def channel_event_page(page: HistoryPage) -> Reply:
+#: Envelopes built between two turns of the event loop: a page holds up to 1,000, and
+#: sockets whose events are due should not wait for a whole page to be built.
+ENVELOPES_PER_TURN = 100
+
+
+async def channel_event_page(page: HistoryPage) -> Reply:
     """A page of history, each event in the envelope its sockets receive, as the same JSON
-    text: built by concatenation, as socket packets are (a page is up to 1,000 events)."""
-    events = ",".join(
-        envelope_json(page.channel_id, row.sequence, prepare_fields(row)) for row in page.events
-    )
+    text: built by concatenation, as socket packets are."""
+    envelopes: list[str] = []
+    for start in range(0, len(page.events), ENVELOPES_PER_TURN):
+        if start:
+            await asyncio.sleep(0)
+        envelopes.extend(
+            envelope_json(page.channel_id, row.sequence, prepare_fields(row))
+            for row in page.events[start : start + ENVELOPES_PER_TURN]
+        )
     rest = json.dumps(
         {
             "head_sequence": page.head_sequence,
@@ -105,7 +116,9 @@ def channel_event_page(page: HistoryPage) -> Reply:
         }
     )
     return Response(
-        f'{{"data":[{events}],{rest[1:]}\n', status_code=200, media_type="application/json"
+        f'{{"data":[{",".join(envelopes)}],{rest[1:]}\n',
+        status_code=200,
+        media_type="application/json",
     )
 
 

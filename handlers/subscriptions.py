@@ -93,7 +93,7 @@ async def get_subscription(channel_id: str) -> Reply:
 async def list_channel_events(channel_id: str, after_sequence: int = 0, limit: int = 100) -> Reply:
     await access.authorize_channel(app_state.principal(), app_state.access_policy(), channel_id)
     page = await history.read_page(channel_id, after_sequence, limit, app_state.hub().retention)
-    return channel_event_page(page)
+    return await channel_event_page(page)
 
 
 async def reconnect(channel_id: str) -> Reply:
