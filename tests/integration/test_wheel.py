@@ -28,8 +28,8 @@ from tests.integration.test_js_client import (
     fresh_recovery,
     missed_events,
     publish,
-    run_client,
 )
+from tests.programs import run_js_client
 from tests.server import Server
 
 # `sqlite`: run once, in make test's SQLite pass. The installed server runs on SQLite and
@@ -234,7 +234,7 @@ async def check_drop_and_replay(server: Server, tmp_path: Path) -> None:
             "data": {"n": n},
         }
 
-    async with run_client(tmp_path, channel, transports=["websocket"]) as client:
+    async with run_js_client(tmp_path, channel, transports=["websocket"]) as client:
         assert (await client.expect("recovery"))["payload"] == fresh_recovery(channel_id)
         expected = [await publish(server, **event(n)) for n in (1, 2)]
         live = await client.events(2)
