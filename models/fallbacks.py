@@ -15,12 +15,17 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from claims_realtime.models import webhook_urls
-from claims_realtime.models.channel import Channel
+from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.errors import FallbackNotFound, InvalidInput
 from claims_realtime.models.event import ChannelEvent
 from claims_realtime.models.fallback import WebhookFailure, WebhookFallback
-from claims_realtime.models.subscriptions import canonical_event_types, open_channel
+from claims_realtime.models.subscriptions import (
+    NewChannel,
+    canonical_event_types,
+    create_channel,
+    open_channel,
+)
 from claims_realtime.models.webhook_secrets import SecretBox, new_signing_secret
 
 MIN_AFTER_SECONDS = 10
@@ -140,6 +145,43 @@ async def set_fallback(channel_id: str, spec: FallbackSpec, policy: WebhookPolic
         # The head as of now: what was recorded before the fallback existed never fires.
         await channel.refresh_from_db(fields=["head_sequence"], using_db=connection)
         return await put_fallback(connection, channel, spec, event_types, policy)
+
+
+@dataclass(frozen=True)
+class NewChannelWithFallback:
+    """A channel just created, with its token, and its fallback with its secret."""
+
+    created: NewChannel
+    fallback: FallbackSet
+
+
+async def create_channel_with_fallback(
+    subscription_type: SubscriptionType,
+    spec: FallbackSpec,
+    policy: WebhookPolicy,
+    *,
+    user_id: str,
+    organisation_id: str | None = None,
+    event_types: Sequence[str] | None = None,
+    max_active: int = 0,
+) -> NewChannelWithFallback:
+    """Create a channel and its fallback in one transaction (subscriptions.create_channel).
+    The spec is checked first, so a refused one (InvalidInput) creates nothing."""
+    fallback_types = await check_spec(spec, canonical_event_types(event_types), policy)
+    made: list[FallbackSet] = []
+
+    async def attach(connection: BaseDBAsyncClient, channel: Channel) -> None:
+        made.append(await put_fallback(connection, channel, spec, fallback_types, policy))
+
+    created = await create_channel(
+        subscription_type,
+        user_id=user_id,
+        organisation_id=organisation_id,
+        event_types=event_types,
+        max_active=max_active,
+        then=attach,
+    )
+    return NewChannelWithFallback(created, made[0])
 
 
 async def remove_fallback(channel_id: str) -> None:
