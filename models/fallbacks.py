@@ -9,7 +9,7 @@ keeps its place, so what was owed goes to the new URL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -58,6 +58,9 @@ class FallbackSet:
 
     fallback: WebhookFallback
     secret: str
+    #: Where delivery stands, as FallbackState has it: a replaced fallback keeps its place.
+    pending: int = 0
+    recent_failures: Sequence[WebhookFailure] = ()
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,15 @@ async def set_fallback(channel_id: str, spec: FallbackSpec, policy: WebhookPolic
     event_types = await check_spec(spec, channel.event_types, policy)
     async with in_transaction() as connection:
         # The head as of now: what was recorded before the fallback existed never fires.
-        await channel.refresh_from_db(fields=["head_sequence"], using_db=connection)
-        return await put_fallback(connection, channel, spec, event_types, policy)
+        await channel.refresh_from_db(
+            fields=["head_sequence", "confirmed_sequence"], using_db=connection
+        )
+        made = await put_fallback(connection, channel, spec, event_types, policy)
+        return replace(
+            made,
+            pending=await owed(channel, made.fallback, connection),
+            recent_failures=await recent_failures(channel_id, connection),
+        )
 
 
 @dataclass(frozen=True)
@@ -197,23 +207,29 @@ async def fallback_state(channel_id: str) -> FallbackState:
     fallback = await WebhookFallback.get_or_none(channel_id=channel_id)
     if fallback is None:
         raise FallbackNotFound(channel_id)
-    return FallbackState(
-        fallback,
-        await owed(channel, fallback),
-        list(
-            await WebhookFailure.filter(channel_id=channel_id)
-            .order_by("-sequence")
-            .limit(RECENT_FAILURES)
-        ),
-    )
+    return FallbackState(fallback, await owed(channel, fallback), await recent_failures(channel_id))
 
 
-async def owed(channel: Channel, fallback: WebhookFallback) -> int:
+async def recent_failures(
+    channel_id: str, connection: BaseDBAsyncClient | None = None
+) -> list[WebhookFailure]:
+    """The channel's latest final failures, newest first."""
+    query = WebhookFailure.filter(channel_id=channel_id).order_by("-sequence")
+    return list(await query.limit(RECENT_FAILURES).using_db(connection))
+
+
+async def owed(
+    channel: Channel, fallback: WebhookFallback, connection: BaseDBAsyncClient | None = None
+) -> int:
     """Events of the fallback's types after both its cursor and the subscriber's
     confirmations: what it would still send, due or not."""
     start = max(int(fallback.cursor), int(channel.confirmed_sequence or 0))
     if start >= channel.head_sequence:
         return 0
-    return await ChannelEvent.filter(
-        channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
-    ).count()
+    return (
+        await ChannelEvent.filter(
+            channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
+        )
+        .using_db(connection)
+        .count()
+    )
