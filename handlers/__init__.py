@@ -9,6 +9,7 @@ Connexion sends as it is. Errors are raised (claims_realtime.models.errors), nev
 claims_realtime.http turns them into `application/problem+json`.
 
 Shared: `app_state` (what handlers read from the lifespan state), `representations` and
-`fallback_representations` (the wire shapes), `problems` (problem+json bodies built outside Connexion, every 405) and
-`metrics` (the `/metrics` route, which also times each request's arrival).
+`fallback_representations` (the wire shapes), `problems` (problem+json bodies built outside
+Connexion, every 405) and `metrics` (the `/metrics` route, which also times each request's
+arrival).
 """
