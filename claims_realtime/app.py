@@ -52,6 +52,7 @@ from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.settings import Settings
 from claims_realtime.static import AsyncApiRoute, package_file
 from claims_realtime.validation import validator_map
+from claims_realtime.webhook_key import webhook_policy
 
 SPEC_FILE = "claims-realtime.yaml"
 #: Where the document is served: the canonical prefix, and the source contract's literal
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     configure_logging(settings.log_level, settings.log_format)
     # Built now, so that a bad JWT key stops start-up rather than failing every request.
     token_verifier = TokenVerifier.from_settings(settings)
+    # Likewise a bad WEBHOOK_SECRET_KEY; a generated key is read (or made) at start-up.
+    configured_webhook_policy = webhook_policy(settings) if settings.webhook_secret_key else None
     sio = create_socket_server(
         cors_allowed_origins=socket_cors(settings.cors_allowed_origins),
         ping_interval=settings.ping_interval_seconds,
@@ -150,6 +153,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        # Fallback webhooks: the keys sealing their secrets, and the hosts trusted.
+        policy = configured_webhook_policy or webhook_policy(settings)
         await open_database(settings.database_url, pool_size=settings.database_pool_size)
         publisher_key_hash = hash_secret(resolve_publisher_key(settings))
         await hub.start()
@@ -161,6 +166,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
                 "publisher_key_hash": publisher_key_hash,
                 "publisher_key_failures": publisher_key_failures(settings),
                 "token_verifier": token_verifier,
+                "webhook_policy": policy,
             }
         finally:
             await hub.stop()

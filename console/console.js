@@ -66,7 +66,9 @@ function buildForm(form, schema, defaults = {}, submitLabel = "Submit") {
       field = h("label", { class: "field", title }, `${label} `, select);
     } else if (prop.type === "object") {
       const area = h("textarea", { name, rows: 2, cols: 40, dataset: { kind: "json" } });
-      area.value = defaults[name] ?? "{}";
+      // An object with required members of its own (a fallback) starts empty, and is left out
+      // unless filled in; a free one (an event's data) starts as {}.
+      area.value = defaults[name] ?? (prop.required?.length ? "" : "{}");
       field = h("label", { class: "field", title }, `${label} (JSON) `, area);
     } else {
       const input = h("input", {

@@ -8,7 +8,8 @@ validated input Connexion injects, calls one domain function, and returns a read
 Connexion sends as it is. Errors are raised (claims_realtime.models.errors), never returned:
 claims_realtime.http turns them into `application/problem+json`.
 
-Shared: `app_state` (what handlers read from the lifespan state), `representations` (the
-wire shapes), `problems` (problem+json bodies built outside Connexion, every 405) and
-`metrics` (the `/metrics` route, which also times each request's arrival).
+Shared: `app_state` (what handlers read from the lifespan state), `representations` and
+`fallback_representations` (the wire shapes), `problems` (problem+json bodies built outside
+Connexion, every 405) and `metrics` (the `/metrics` route, which also times each request's
+arrival).
 """

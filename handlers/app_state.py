@@ -8,6 +8,7 @@ from connexion import request
 from connexion.context import context
 
 from claims_realtime.models.access import Policy, Principal
+from claims_realtime.models.fallbacks import WebhookPolicy
 
 if TYPE_CHECKING:
     from claims_realtime.realtime.hub import Hub
@@ -36,6 +37,11 @@ def hub() -> Hub:
 
 def settings() -> HandlerSettings:
     return cast(HandlerSettings, request.state.settings)
+
+
+def webhook_policy() -> WebhookPolicy:
+    """The keys sealing fallback webhook secrets, and the hosts trusted (webhook_key.py)."""
+    return cast(WebhookPolicy, request.state.webhook_policy)
 
 
 def validated_body() -> Any:

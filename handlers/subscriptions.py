@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from claims_realtime.handlers import app_state
+from claims_realtime.handlers.fallback_representations import fallback_set
+from claims_realtime.handlers.fallbacks import fallback_spec
 from claims_realtime.handlers.representations import (
     Reply,
     channel_event_page,
@@ -14,7 +16,7 @@ from claims_realtime.handlers.representations import (
     subscription_detail,
     subscription_summary,
 )
-from claims_realtime.models import access, history, subscriptions
+from claims_realtime.models import access, fallbacks, history, subscriptions
 from claims_realtime.models.channel import ChannelStatus, SubscriptionType
 from claims_realtime.models.clock import rfc3339
 
@@ -54,15 +56,8 @@ async def subscribe_to_organisation_claims(body: dict[str, Any]) -> Reply:
         user_id=body["user_id"],
         organisation_id=body["organisation_id"],
     )
-    created = await subscriptions.create_channel(
-        SubscriptionType.ORGANISATION_CLAIMS,
-        organisation_id=body["organisation_id"],
-        user_id=body["user_id"],
-        event_types=body.get("event_types"),
-        max_active=app_state.settings().max_channels_per_user,
-    )
-    return reply(
-        created_subscription(created.channel, created.token, app_state.public_base_url()), 201
+    return await _create(
+        body, SubscriptionType.ORGANISATION_CLAIMS, organisation_id=body["organisation_id"]
     )
 
 
@@ -73,14 +68,34 @@ async def subscribe_to_user_claims(body: dict[str, Any]) -> Reply:
         SubscriptionType.USER_CLAIMS,
         user_id=body["user_id"],
     )
-    created = await subscriptions.create_channel(
-        SubscriptionType.USER_CLAIMS,
-        user_id=body["user_id"],
-        event_types=body.get("event_types"),
-        max_active=app_state.settings().max_channels_per_user,
+    return await _create(body, SubscriptionType.USER_CLAIMS)
+
+
+async def _create(
+    body: dict[str, Any], subscription_type: SubscriptionType, organisation_id: str | None = None
+) -> Reply:
+    """Create the channel, with its fallback when the body asks for one (one transaction)."""
+    channel = {
+        "user_id": body["user_id"],
+        "organisation_id": organisation_id,
+        "event_types": body.get("event_types"),
+        "max_active": app_state.settings().max_channels_per_user,
+    }
+    if "fallback" not in body:
+        created = await subscriptions.create_channel(subscription_type, **channel)
+        return reply(
+            created_subscription(created.channel, created.token, app_state.public_base_url()), 201
+        )
+    made = await fallbacks.create_channel_with_fallback(
+        subscription_type, fallback_spec(body["fallback"]), app_state.webhook_policy(), **channel
     )
+    created = made.created
     return reply(
-        created_subscription(created.channel, created.token, app_state.public_base_url()), 201
+        {
+            **created_subscription(created.channel, created.token, app_state.public_base_url()),
+            "fallback": fallback_set(made.fallback),
+        },
+        201,
     )
 
 

@@ -9,18 +9,23 @@ keeps its place, so what was owed goes to the new URL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from claims_realtime.models import webhook_urls
-from claims_realtime.models.channel import Channel
+from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.errors import FallbackNotFound, InvalidInput
 from claims_realtime.models.event import ChannelEvent
 from claims_realtime.models.fallback import WebhookFailure, WebhookFallback
-from claims_realtime.models.subscriptions import canonical_event_types, open_channel
+from claims_realtime.models.subscriptions import (
+    NewChannel,
+    canonical_event_types,
+    create_channel,
+    open_channel,
+)
 from claims_realtime.models.webhook_secrets import SecretBox, new_signing_secret
 
 MIN_AFTER_SECONDS = 10
@@ -53,6 +58,9 @@ class FallbackSet:
 
     fallback: WebhookFallback
     secret: str
+    #: Where delivery stands, as FallbackState has it: a replaced fallback keeps its place.
+    pending: int = 0
+    recent_failures: Sequence[WebhookFailure] = ()
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,52 @@ async def set_fallback(channel_id: str, spec: FallbackSpec, policy: WebhookPolic
     event_types = await check_spec(spec, channel.event_types, policy)
     async with in_transaction() as connection:
         # The head as of now: what was recorded before the fallback existed never fires.
-        await channel.refresh_from_db(fields=["head_sequence"], using_db=connection)
-        return await put_fallback(connection, channel, spec, event_types, policy)
+        await channel.refresh_from_db(
+            fields=["head_sequence", "confirmed_sequence"], using_db=connection
+        )
+        made = await put_fallback(connection, channel, spec, event_types, policy)
+        return replace(
+            made,
+            pending=await owed(channel, made.fallback, connection),
+            recent_failures=await recent_failures(channel_id, connection),
+        )
+
+
+@dataclass(frozen=True)
+class NewChannelWithFallback:
+    """A channel just created, with its token, and its fallback with its secret."""
+
+    created: NewChannel
+    fallback: FallbackSet
+
+
+async def create_channel_with_fallback(
+    subscription_type: SubscriptionType,
+    spec: FallbackSpec,
+    policy: WebhookPolicy,
+    *,
+    user_id: str,
+    organisation_id: str | None = None,
+    event_types: Sequence[str] | None = None,
+    max_active: int = 0,
+) -> NewChannelWithFallback:
+    """Create a channel and its fallback in one transaction (subscriptions.create_channel).
+    The spec is checked first, so a refused one (InvalidInput) creates nothing."""
+    fallback_types = await check_spec(spec, canonical_event_types(event_types), policy)
+    made: list[FallbackSet] = []
+
+    async def attach(connection: BaseDBAsyncClient, channel: Channel) -> None:
+        made.append(await put_fallback(connection, channel, spec, fallback_types, policy))
+
+    created = await create_channel(
+        subscription_type,
+        user_id=user_id,
+        organisation_id=organisation_id,
+        event_types=event_types,
+        max_active=max_active,
+        then=attach,
+    )
+    return NewChannelWithFallback(created, made[0])
 
 
 async def remove_fallback(channel_id: str) -> None:
@@ -155,23 +207,29 @@ async def fallback_state(channel_id: str) -> FallbackState:
     fallback = await WebhookFallback.get_or_none(channel_id=channel_id)
     if fallback is None:
         raise FallbackNotFound(channel_id)
-    return FallbackState(
-        fallback,
-        await owed(channel, fallback),
-        list(
-            await WebhookFailure.filter(channel_id=channel_id)
-            .order_by("-sequence")
-            .limit(RECENT_FAILURES)
-        ),
-    )
+    return FallbackState(fallback, await owed(channel, fallback), await recent_failures(channel_id))
 
 
-async def owed(channel: Channel, fallback: WebhookFallback) -> int:
+async def recent_failures(
+    channel_id: str, connection: BaseDBAsyncClient | None = None
+) -> list[WebhookFailure]:
+    """The channel's latest final failures, newest first."""
+    query = WebhookFailure.filter(channel_id=channel_id).order_by("-sequence")
+    return list(await query.limit(RECENT_FAILURES).using_db(connection))
+
+
+async def owed(
+    channel: Channel, fallback: WebhookFallback, connection: BaseDBAsyncClient | None = None
+) -> int:
     """Events of the fallback's types after both its cursor and the subscriber's
     confirmations: what it would still send, due or not."""
     start = max(int(fallback.cursor), int(channel.confirmed_sequence or 0))
     if start >= channel.head_sequence:
         return 0
-    return await ChannelEvent.filter(
-        channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
-    ).count()
+    return (
+        await ChannelEvent.filter(
+            channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
+        )
+        .using_db(connection)
+        .count()
+    )

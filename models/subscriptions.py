@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from claims_realtime.models.backends import current
@@ -49,8 +50,12 @@ async def create_channel(
     organisation_id: str | None = None,
     event_types: Sequence[str] | None = None,
     max_active: int = 0,
+    then: Callable[[BaseDBAsyncClient, Channel], Awaitable[object]] | None = None,
 ) -> NewChannel:
     """Create a channel; it starts `connected`, as the contract shows.
+
+    `then(connection, channel)`, when given, runs in the same transaction once the channel
+    is inserted (a fallback set with it): either both are created or neither.
 
     With `max_active` > 0, TooManyChannels if `user_id` already has that many channels
     that are not closed. The count and the insert share one transaction, serialised per
@@ -80,6 +85,8 @@ async def create_channel(
             token_hash=hash_secret(token),
             created_at=utcnow(),
         )
+        if then is not None:
+            await then(connection, channel)
     return NewChannel(channel=channel, token=token)
 
 

@@ -41,6 +41,9 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
     """The URL's host if the URL may be used; InvalidInput naming fallback.url otherwise."""
     if len(url) > MAX_URL_LENGTH:
         raise InvalidInput(FIELD, f"fallback.url is longer than {MAX_URL_LENGTH} characters")
+    # urlsplit drops some of these silently, and an HTTP client would refuse them later.
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise InvalidInput(FIELD, "fallback.url must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -92,7 +95,8 @@ async def check_resolves(url: str, allowed_hosts: tuple[str, ...]) -> None:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_SECONDS
         )
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ValueError):
+        # ValueError: a name IDNA cannot encode (an empty or overlong label), like `a..b`.
         raise InvalidInput(FIELD, f"fallback.url's host {host} does not resolve") from None
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])

@@ -30,6 +30,9 @@ SECURED = [
     ("DELETE", "/chan_abc123"),
     ("PUT", "/chan_abc123/reconnect"),
     ("GET", "/chan_abc123/events"),
+    ("PUT", "/chan_abc123/fallback"),
+    ("GET", "/chan_abc123/fallback"),
+    ("DELETE", "/chan_abc123/fallback"),
 ]
 secured = pytest.mark.parametrize(("method", "path"), SECURED)
 base_paths = pytest.mark.parametrize("base", BASE_PATHS, ids=["canonical", "contract"])
@@ -40,6 +43,8 @@ def body_for(path: str) -> dict[str, Any] | None:
         return {"organisation_id": "org_001", "user_id": "usr_coord99"}
     if path == "/user":
         return {"user_id": "usr_owner"}
+    if path.endswith("/fallback"):
+        return {"url": "https://93.184.215.14/hook", "after_seconds": 60}
     return None
 
 

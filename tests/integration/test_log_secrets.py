@@ -1,6 +1,7 @@
 """No secret reaches the log at any level: a server at LOG_LEVEL=DEBUG in jwt mode serves a
-channel over websocket and long-polling, ingestion with the right and a wrong publisher key,
-and bearer tokens good and bad; then the whole log is searched for every secret used.
+channel (with a fallback webhook, set twice) over websocket and long-polling, ingestion with
+the right and a wrong publisher key, and bearer tokens good and bad; then the whole log is
+searched for every secret used.
 
 uvicorn's websockets protocol logs every frame at DEBUG, abridged to its head and tail: the
 tail of a Socket.IO CONNECT is the channel token (realtime.transport turns that off).
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import socketio
 
+from claims_realtime.models.webhook_secrets import new_sealing_key
 from claims_realtime.realtime.client import ChannelClient, Recovery
 from tests.helpers import PUBLISHER_KEY, unique
 from tests.server import Server
@@ -23,11 +25,19 @@ from tests.tokens import JWT_SECRET, bearer, make_token
 pytestmark = pytest.mark.integration
 
 WRONG_PUBLISHER_KEY = "wrong-publisher-key-" + "9" * 24
+WEBHOOK_SECRET_KEY = new_sealing_key()
+#: A literal public address: accepted without resolving a name, never sent to in this test.
+FALLBACK = {"url": "https://93.184.215.14/claims", "after_seconds": 600}
 
 
 @pytest.fixture
 def server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -> Iterator[Server]:
-    env = {"LOG_LEVEL": "DEBUG", "AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET}
+    env = {
+        "LOG_LEVEL": "DEBUG",
+        "AUTH_MODE": "jwt",
+        "JWT_SECRET": JWT_SECRET,
+        "WEBHOOK_SECRET_KEY": WEBHOOK_SECRET_KEY,
+    }
     if postgres_url:
         env["DATABASE_URL"] = postgres_url
     srv = Server(tmp_path_factory.mktemp("secrets"), **env)
@@ -44,10 +54,18 @@ async def test_no_secret_appears_in_a_debug_log(server: Server) -> None:
     token = make_token(sub=user)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=15) as http:
         created = await http.post(
-            "/api/v1/realtime-subscriptions/user", json={"user_id": user}, headers=bearer(token)
+            "/api/v1/realtime-subscriptions/user",
+            json={"user_id": user, "fallback": FALLBACK},
+            headers=bearer(token),
         )
         assert created.status_code == 201, created.text
         channel = created.json()
+        rotated = await http.put(
+            f"/api/v1/realtime-subscriptions/{channel['channel_id']}/fallback",
+            json=FALLBACK,
+            headers=bearer(token),
+        )
+        assert rotated.status_code == 200, rotated.text
         forged = make_token(sub=user, key="another-secret-" + "x" * 32)
         refused = await http.get("/api/v1/realtime-subscriptions", headers=bearer(forged))
         assert refused.status_code == 401, refused.text
@@ -99,6 +117,9 @@ async def test_no_secret_appears_in_a_debug_log(server: Server) -> None:
         "publisher key": PUBLISHER_KEY,
         "wrong publisher key": WRONG_PUBLISHER_KEY,
         "JWT secret": JWT_SECRET,
+        "webhook secret": channel["fallback"]["secret"],
+        "rotated webhook secret": rotated.json()["secret"],
+        "webhook sealing key": WEBHOOK_SECRET_KEY,
         "bearer token": token,
         "forged bearer token": forged,
     }
