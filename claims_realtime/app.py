@@ -41,6 +41,7 @@ from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.models.credentials import hash_secret
 from claims_realtime.models.db import close_database, open_database
+from claims_realtime.models.fallbacks import WebhookPolicy
 from claims_realtime.models.history import Retention
 from claims_realtime.publisher_key import publisher_key_failures, resolve_publisher_key
 from claims_realtime.realtime.broker import create_broker
@@ -49,6 +50,7 @@ from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.realtime.metrics import process_exited, watch_collections
 from claims_realtime.realtime.namespace import ChannelNamespace
 from claims_realtime.realtime.server import create_socket_server
+from claims_realtime.realtime.webhooks import WebhookDispatcher
 from claims_realtime.settings import Settings
 from claims_realtime.static import AsyncApiRoute, package_file
 from claims_realtime.validation import validator_map
@@ -120,6 +122,21 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     _configure_logging(level, log_format)
 
 
+def webhook_dispatcher(settings: Settings, policy: WebhookPolicy, hub: Hub) -> WebhookDispatcher:
+    """This process's sender of due fallback webhooks; it sees the confirmations the hub has
+    not written back yet, so a just-confirmed event is not sent."""
+    return WebhookDispatcher(
+        policy,
+        hub.retention,
+        node_id=hub.node_id,
+        timeout=settings.webhook_timeout_seconds,
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_seconds,
+        retry_for=settings.webhook_retry_for_seconds,
+        confirmed_locally=lambda channel_id: hub.fanout.pending_positions(channel_id)[1],
+    )
+
+
 def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     """Build the service. Nothing touches the database until the ASGI lifespan starts."""
     settings = (settings or Settings.from_env()).with_defaults()
@@ -158,6 +175,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         await open_database(settings.database_url, pool_size=settings.database_pool_size)
         publisher_key_hash = hash_secret(resolve_publisher_key(settings))
         await hub.start()
+        dispatcher = webhook_dispatcher(settings, policy, hub)
+        await dispatcher.start()
         try:
             # Lifespan state: copied into every request's `request.state`.
             yield {
@@ -169,6 +188,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
                 "webhook_policy": policy,
             }
         finally:
+            await dispatcher.stop()
             await hub.stop()
             await close_database()
             process_exited()
