@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import connexion
@@ -41,7 +42,7 @@ from claims_realtime.logs import RequestId
 from claims_realtime.logs import configure_logging as _configure_logging
 from claims_realtime.models.credentials import hash_secret
 from claims_realtime.models.db import close_database, open_database
-from claims_realtime.models.fallbacks import WebhookPolicy
+from claims_realtime.models.fallbacks import WebhookPolicy, keys_agree
 from claims_realtime.models.history import Retention
 from claims_realtime.publisher_key import publisher_key_failures, resolve_publisher_key
 from claims_realtime.realtime.broker import create_broker
@@ -122,6 +123,18 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     _configure_logging(level, log_format)
 
 
+async def agreed(policy: WebhookPolicy) -> WebhookPolicy:
+    """`policy`, marked unusable (with an error in the log) if its sealing keys are not the
+    ones the database's other processes use."""
+    if await keys_agree(policy.box):
+        return policy
+    log.error(
+        "WEBHOOK_SECRET_KEY differs from the other server processes': this process will not "
+        "set fallbacks (503) nor send webhooks; give every process the same WEBHOOK_SECRET_KEY"
+    )
+    return replace(policy, keys_agree=False)
+
+
 def webhook_dispatcher(settings: Settings, policy: WebhookPolicy, hub: Hub) -> WebhookDispatcher:
     """This process's sender of due fallback webhooks; it sees the confirmations the hub has
     not written back yet, so a just-confirmed event is not sent."""
@@ -173,6 +186,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         # Fallback webhooks: the keys sealing their secrets, and the hosts trusted.
         policy = configured_webhook_policy or webhook_policy(settings)
         await open_database(settings.database_url, pool_size=settings.database_pool_size)
+        policy = await agreed(policy)
         publisher_key_hash = hash_secret(resolve_publisher_key(settings))
         await hub.start()
         dispatcher = webhook_dispatcher(settings, policy, hub)

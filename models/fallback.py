@@ -71,3 +71,17 @@ class WebhookFailure(Model):
     class Meta:
         table = "webhook_failure"
         unique_together = (("channel", "sequence"),)
+
+
+class WebhookKeyCheck(Model):
+    """One row: a known text, sealed with the first process's WEBHOOK_SECRET_KEY.
+
+    A process whose keys cannot open it would seal secrets the others cannot read, and could
+    not read theirs (models.fallbacks.keys_agree)."""
+
+    id = fields.IntField(primary_key=True)
+    sealed = fields.TextField()
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "webhook_key_check"

@@ -17,16 +17,16 @@ from tortoise.transactions import in_transaction
 from claims_realtime.models import webhook_urls
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.clock import utcnow
-from claims_realtime.models.errors import FallbackNotFound, InvalidInput
+from claims_realtime.models.errors import FallbackNotFound, InvalidInput, Unavailable
 from claims_realtime.models.event import ChannelEvent
-from claims_realtime.models.fallback import WebhookFailure, WebhookFallback
+from claims_realtime.models.fallback import WebhookFailure, WebhookFallback, WebhookKeyCheck
 from claims_realtime.models.subscriptions import (
     NewChannel,
     canonical_event_types,
     create_channel,
     open_channel,
 )
-from claims_realtime.models.webhook_secrets import SecretBox, new_signing_secret
+from claims_realtime.models.webhook_secrets import SecretBox, SecretUnreadable, new_signing_secret
 
 MIN_AFTER_SECONDS = 10
 MAX_AFTER_SECONDS = 7 * 86400
@@ -50,6 +50,9 @@ class WebhookPolicy:
 
     box: SecretBox
     allowed_hosts: tuple[str, ...] = ()
+    #: False when this process's keys are not the other processes' (keys_agree): it then
+    #: neither seals new secrets nor sends webhooks.
+    keys_agree: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,14 @@ async def check_spec(
     spec: FallbackSpec, channel_event_types: Sequence[str], policy: WebhookPolicy
 ) -> list[str]:
     """The spec's event types, in canonical order, if the spec may be used; InvalidInput
-    naming the `fallback.*` field otherwise."""
+    naming the `fallback.*` field otherwise, or Unavailable if this process's sealing keys
+    are not the others'."""
+    if not policy.keys_agree:
+        raise Unavailable(
+            "This server process cannot seal webhook secrets: its WEBHOOK_SECRET_KEY is not "
+            "the one the other processes use. Give every process the same WEBHOOK_SECRET_KEY.",
+            {"webhook_secret_key": "mismatch"},
+        )
     if not MIN_AFTER_SECONDS <= spec.after_seconds <= MAX_AFTER_SECONDS:
         raise InvalidInput(
             "fallback.after_seconds",
@@ -233,3 +243,20 @@ async def owed(
         .using_db(connection)
         .count()
     )
+
+
+#: What the key check row seals.
+KEY_CHECK_TEXT = "claims-realtime webhook sealing key"
+
+
+async def keys_agree(box: SecretBox) -> bool:
+    """Whether `box` opens the database's key check, which the first process to ask seals
+    with its own key. Processes whose keys differ (each generated its own under a DATA_DIR
+    of its own, say) would otherwise each seal secrets the others cannot read."""
+    check, _ = await WebhookKeyCheck.get_or_create(
+        id=1, defaults={"sealed": box.seal(KEY_CHECK_TEXT), "created_at": utcnow()}
+    )
+    try:
+        return box.open(check.sealed) == KEY_CHECK_TEXT
+    except SecretUnreadable:
+        return False

@@ -161,6 +161,8 @@ class WebhookDispatcher:
         self._polls = 0
 
     async def start(self) -> None:
+        if not self.policy.keys_agree:
+            return  # it could open no secret (app.agreed logged why)
         connector = aiohttp.TCPConnector(
             resolver=PublicOnlyResolver(self.policy.allowed_hosts), limit=self.concurrency
         )

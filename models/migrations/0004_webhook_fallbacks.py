@@ -14,6 +14,16 @@ class Migration(migrations.Migration):
 
     operations = [
         ops.CreateModel(
+            name='WebhookKeyCheck',
+            fields=[
+                ('id', fields.IntField(primary_key=True, unique=True, db_index=True)),
+                ('sealed', fields.TextField(unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'webhook_key_check', 'app': 'models', 'pk_attr': 'id', 'table_description': "One row: a known text, sealed with the first process's WEBHOOK_SECRET_KEY."},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='WebhookFailure',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),

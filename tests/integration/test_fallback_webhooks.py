@@ -159,3 +159,34 @@ async def test_two_processes_send_each_webhook_once_and_in_order(
     for channel in channels:
         assert receiver.sequences(channel["channel_id"]) == [1, 2, 3, 4]
     assert receiver.overlapping == 0
+
+
+@pytest.fixture
+def strangers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Two processes that each generated a sealing key of their own (no WEBHOOK_SECRET_KEY,
+    a DATA_DIR each): a misconfiguration, which must cost no secret."""
+    with (
+        services.migrated_database("crt_webhooks") as url,
+        services.server_pair(tmp_path, url, **ENV) as pair,
+    ):
+        yield pair
+
+
+@pytest.mark.scaleout
+async def test_a_process_with_another_sealing_key_neither_seals_nor_sends(
+    strangers: tuple[Server, Server], receiver: Receiver
+) -> None:
+    first, stray = strangers  # `first` started first: its key is the database's
+    user = unique("usr")
+    channel = await subscribe_with_fallback(first, receiver, user)
+    async with stray.client() as http:
+        refused = await http.put(
+            f"/api/v1/realtime-subscriptions/{channel['channel_id']}/fallback",
+            json={"url": receiver.url, "after_seconds": AFTER},
+        )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["checks"] == {"webhook_secret_key": "mismatch"}
+    await publish(stray, user, 3)
+    await wait_for(receiver, 3, AFTER + SLACK)
+    await asyncio.sleep(1)
+    assert receiver.sequences() == [1, 2, 3], "sent by the process that can read the secret"

@@ -7,7 +7,7 @@ import pytest
 
 from claims_realtime.models import fallbacks, ingest, subscriptions
 from claims_realtime.models.channel import Channel, SubscriptionType
-from claims_realtime.models.errors import ChannelClosed, FallbackNotFound, InvalidInput
+from claims_realtime.models.errors import ChannelClosed, FallbackNotFound, InvalidInput, Unavailable
 from claims_realtime.models.fallback import WebhookFallback
 from claims_realtime.models.fallbacks import FallbackSpec, WebhookPolicy
 from claims_realtime.models.webhook_secrets import SecretBox, new_sealing_key
@@ -161,3 +161,22 @@ async def test_a_refused_fallback_creates_no_channel() -> None:
                 event_types=["claim_approved"],
             )
     assert await Channel.filter(user_id="usr_none").count() == 0
+
+
+async def test_processes_agree_on_keys_only_if_theirs_open_the_first_ones_check() -> None:
+    first, other = new_sealing_key(), new_sealing_key()
+    assert await fallbacks.keys_agree(SecretBox([first])), "the first to ask sets the check"
+    assert await fallbacks.keys_agree(SecretBox([first]))
+    assert not await fallbacks.keys_agree(SecretBox([other]))
+    assert await fallbacks.keys_agree(SecretBox([other, first])), "rotated: the old key opens"
+
+
+async def test_a_process_whose_keys_differ_sets_no_fallback() -> None:
+    channel = (
+        await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="u")
+    ).channel
+    stray = WebhookPolicy(POLICY.box, POLICY.allowed_hosts, keys_agree=False)
+    with pytest.raises(Unavailable) as refused:
+        await fallbacks.set_fallback(channel.id, FallbackSpec("https://hooks.test/x", 60), stray)
+    assert refused.value.checks == {"webhook_secret_key": "mismatch"}
+    assert not await WebhookFallback.filter(channel_id=channel.id).exists()
