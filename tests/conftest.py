@@ -20,7 +20,7 @@ from claims_realtime.app import create_app
 from claims_realtime.models.db import close_database, migrate, open_database
 from claims_realtime.settings import Settings
 from tests import services
-from tests.helpers import PUBLISHER_KEY
+from tests.helpers import PUBLISHER_KEY, WEBHOOK_SECRET_KEY
 from tests.server import Server
 from tests.tokens import JWT_SECRET
 
@@ -76,6 +76,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         data_dir=tmp_path / "data",
         publisher_key=PUBLISHER_KEY,
         public_url="https://realtime.example.com",
+        webhook_secret_key=WEBHOOK_SECRET_KEY,
     )
 
 

@@ -10,6 +10,9 @@ import httpx
 import socketio
 
 PUBLISHER_KEY = "test-publisher-key-0123456789abcdef"
+#: Every test server's and app's WEBHOOK_SECRET_KEY: processes sharing a database must share it
+#: (models.fallbacks.keys_agree), and the PostgreSQL pass runs them all on one database.
+WEBHOOK_SECRET_KEY = "Y2xhaW1zLXJlYWx0aW1lLXRlc3Qtc2VhbGluZy1rZXk="
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import httpx
 
-from tests.helpers import PUBLISHER_KEY, ROOT
+from tests.helpers import PUBLISHER_KEY, ROOT, WEBHOOK_SECRET_KEY
 
 CLI = str(Path(sys.executable).parent / "claims-realtime")
 
@@ -44,6 +44,7 @@ class Server:
             **os.environ,
             "DATA_DIR": str(data_dir),
             "PUBLISHER_KEY": PUBLISHER_KEY,
+            "WEBHOOK_SECRET_KEY": WEBHOOK_SECRET_KEY,
             "LOG_LEVEL": "WARNING",
         }
         self.env.pop("DATABASE_URL", None)  # default: a SQLite file under data_dir

@@ -25,7 +25,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TABLES = ("channel_event", "claim_event", "presence", "node", "channel")
+TABLES = (
+    "channel_event",
+    "claim_event",
+    "presence",
+    "node",
+    "webhook_failure",
+    "webhook_fallback",
+    "webhook_key_check",
+    "channel",
+)
 
 
 def _reachable(url: str) -> bool:

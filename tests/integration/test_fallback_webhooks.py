@@ -167,7 +167,7 @@ def strangers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     a DATA_DIR each): a misconfiguration, which must cost no secret."""
     with (
         services.migrated_database("crt_webhooks") as url,
-        services.server_pair(tmp_path, url, **ENV) as pair,
+        services.server_pair(tmp_path, url, WEBHOOK_SECRET_KEY="", **ENV) as pair,
     ):
         yield pair
 

@@ -16,16 +16,14 @@ import httpx
 import pytest
 import socketio
 
-from claims_realtime.models.webhook_secrets import new_sealing_key
 from claims_realtime.realtime.client import ChannelClient, Recovery
-from tests.helpers import PUBLISHER_KEY, unique
+from tests.helpers import PUBLISHER_KEY, WEBHOOK_SECRET_KEY, unique
 from tests.server import Server
 from tests.tokens import JWT_SECRET, bearer, make_token
 
 pytestmark = pytest.mark.integration
 
 WRONG_PUBLISHER_KEY = "wrong-publisher-key-" + "9" * 24
-WEBHOOK_SECRET_KEY = new_sealing_key()
 #: A literal public address: accepted without resolving a name, never sent to in this test.
 FALLBACK = {"url": "https://93.184.215.14/claims", "after_seconds": 600}
 

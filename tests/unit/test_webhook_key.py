@@ -15,6 +15,7 @@ from claims_realtime.webhook_key import key_path, webhook_policy
 
 
 def test_generated_once_owner_only_and_reused(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, webhook_secret_key=None)
     sealed = webhook_policy(settings).box.seal("whsec_x")
     path = key_path(settings)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -40,6 +41,7 @@ def test_a_bad_configured_key_stops_the_app_being_built(settings: Settings) -> N
 
 
 def test_a_damaged_key_file_names_the_file(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, webhook_secret_key=None)
     path = key_path(settings)
     path.parent.mkdir(parents=True)
     path.write_text("damaged\n")
