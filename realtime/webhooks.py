@@ -51,8 +51,11 @@ WINDOW = 50
 EVENT_TYPE = "claim_event.unacknowledged"
 #: The shortest lease on a channel's webhooks (see WebhookDispatcher.lease_seconds).
 MIN_LEASE_SECONDS = 15.0
-#: Closed channels' fallbacks are cleared, and the backlog gauges read, every this many polls.
+#: Closed channels' fallbacks are cleared, and the backlog gauges read, every this many poll
+#: intervals.
 HOUSEKEEPING_POLLS = 10
+#: After a slot frees up while channels wait, how long to let others free up before polling.
+REFILL_DELAY = 0.05
 
 
 def backoff(attempts: int) -> float:
@@ -158,7 +161,7 @@ class WebhookDispatcher:
         self._finished: list[Outcome] = []
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
-        self._polls = 0
+        self._housekeeping_at = 0.0
 
     async def start(self) -> None:
         if not self.policy.keys_agree:
@@ -189,11 +192,22 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         while True:
+            full = False
             try:
-                await self.poll()
+                full = await self.poll()
             except Exception:
                 log.exception("webhook poll failed; trying again in %.1f s", self.poll_interval)
-            await asyncio.sleep(self.poll_interval)
+            if full:
+                # Every slot is taken and more may be due: poll again once some are free,
+                # a moment later so that one poll refills many (each poll is a few writes).
+                await asyncio.wait(
+                    list(self._running.values()),
+                    timeout=self.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                await asyncio.sleep(min(REFILL_DELAY, self.poll_interval))
+            else:
+                await asyncio.sleep(self.poll_interval)
 
     async def settle(self) -> None:
         """Write back what finished channels did, and give their leases up."""
@@ -204,20 +218,23 @@ class WebhookDispatcher:
             self._finished[:0] = finished  # kept (and the leases held) for the next poll
             raise
 
-    async def poll(self) -> None:
+    async def poll(self) -> bool:
+        """Write back, renew, and take on due channels up to the concurrency; answer whether
+        every slot is now taken (more channels may be waiting)."""
         await self.settle()
         await webhook_queue.renew(
             self.node_id,
             list(self._running),
             self.clock() + timedelta(seconds=self.lease_seconds),
         )
-        self._polls += 1
-        if self._polls % HOUSEKEEPING_POLLS == 1:
+        if time.monotonic() >= self._housekeeping_at:
+            self._housekeeping_at = time.monotonic() + HOUSEKEEPING_POLLS * self.poll_interval
             await self._housekeeping()
         free = self.concurrency - len(self._running)
         leases = await webhook_queue.lease_due(self.node_id, self.clock(), free, self.lease_seconds)
         for lease in leases:
             self._running[lease.channel_id] = asyncio.create_task(self._work(lease))
+        return len(self._running) >= self.concurrency
 
     async def _housekeeping(self) -> None:
         dropped = await webhook_queue.drop_closed()

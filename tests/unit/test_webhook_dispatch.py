@@ -8,6 +8,7 @@ polls itself (`drain`), so what was sent when is exact.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -353,3 +354,21 @@ async def test_concurrent_leases_never_share_a_channel(receiver: Receiver, clock
         ids = [lease.channel_id for leases in taken for lease in leases]
         assert len(ids) == len(set(ids)) == len(channels), "each channel leased exactly once"
         clock.advance(31)  # every lease expires: all are due again
+
+
+async def test_more_due_channels_than_slots_are_served_without_waiting_for_the_next_poll(
+    receiver: Receiver, clock: Clock
+) -> None:
+    busy = dispatcher(clock, concurrency=2, poll_interval=5.0)
+    for i in range(6):
+        await channel_with_fallback(receiver, f"usr_c{i}")
+        await publish(f"usr_c{i}", 1)
+    clock.advance(AFTER + 1)
+    await busy.start()  # its own loop this time
+    try:
+        deadline = time.monotonic() + 3  # well within one poll interval
+        while len(receiver.requests) < 6:
+            assert time.monotonic() < deadline, f"{len(receiver.requests)} of 6"
+            await asyncio.sleep(0.02)
+    finally:
+        await busy.stop()
