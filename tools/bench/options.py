@@ -43,7 +43,7 @@ HISTORY_P99_TOLERANCE_PCT = 10.0
 #: History: events per page the readers ask for (listChannelEvents' largest page).
 HISTORY_PAGE_LIMIT = 1_000
 #: Webhooks: a step lasts the deadline plus this long by default: webhooks in steady state.
-WEBHOOK_STEADY_SECONDS = 20.0
+WEBHOOK_STEADY_SECONDS = 15.0
 
 
 @dataclass
