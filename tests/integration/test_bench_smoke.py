@@ -1,9 +1,10 @@
 """The benchmark itself works end to end: `python -m tools.bench --smoke` against both servers
-(and, for history reading, ours alone).
+(and, for history reading and fallback webhooks, ours alone).
 
 No timing assertions: timing targets live in the benchmark's own output, not in the tests. What
 is checked is that every measurement ran and that the load generator saw a correct stream
-(nothing lost, nothing duplicated, the replay complete and in order, history pages contiguous).
+(nothing lost, nothing duplicated, the replay complete and in order, history pages contiguous,
+each owed webhook received once, signed, not before its deadline).
 """
 
 from __future__ import annotations
@@ -136,3 +137,28 @@ def test_history_reads_pages_during_delivery_without_loss(results: dict[str, Any
     assert history["p99"]["within"] in (True, False)
     assert history["failures"] == []
     assert any(row["name"].startswith("history") for row in results["summary"])
+
+
+def test_webhooks_arrive_once_each_after_the_deadline_during_delivery(
+    results: dict[str, Any],
+) -> None:
+    webhooks = results["webhooks"]
+    assert webhooks["server"] == "ours" and webhooks["workload"] == "user"
+    assert {run["fallbacks"] for run in webhooks["runs"]} == {False, True}
+    for run in webhooks["runs"]:
+        assert run["step"]["lost"] == 0 and run["step"]["duplicated"] == 0, run
+        assert run["step"]["deliveries"] > 0, run
+        assert run["step"]["p99_ms"] is not None, run
+    assert webhooks["without"]["strays"] == 0
+    hooks = webhooks["with"]["webhooks"]
+    assert hooks["expected"] > 0
+    assert hooks["unique"] == hooks["received"] == hooks["expected"], hooks
+    assert hooks["missing"] == hooks["duplicated"] == hooks["unexpected"] == 0, hooks
+    assert hooks["verified"] > 0 and hooks["bad_signatures"] == hooks["malformed"] == 0
+    # Measured, and never before the deadline: the timing itself is not asserted.
+    assert hooks["early"] == 0
+    assert 0 <= hooks["lateness_p50_ms"] <= hooks["lateness_p99_ms"] <= hooks["lateness_max_ms"]
+    assert hooks["steady_per_s"] is not None and hooks["steady_per_s"] > 0
+    assert webhooks["p99"]["within"] in (True, False)
+    assert webhooks["failures"] == []
+    assert any(row["name"].startswith("webhooks") for row in results["summary"])

@@ -8,6 +8,11 @@ history (ours only, not in `all`): delivery p99 of the org workload at --history
 deliveries/s, without and with --history-readers clients paging listChannelEvents 1,000
 events a page (paced to --history-pages-per-s in all, if given), alternated --history-pairs
 times; each reader channel holds --history-events events beforehand.
+webhooks (ours only, not in `all`): --subscribers user channels with a fallback webhook to a
+local receiver after --webhook-after-seconds and as many without, subscribers that never
+confirm, --webhook-rate events/s to one set or the other for --webhook-step-seconds,
+alternated --webhook-pairs times: webhooks/s, their lateness past the deadline, every one
+accounted for, and delivery p99 with and without fallbacks.
 Results: a table on stdout, every figure in a JSON file (--output).
 """
 
@@ -25,14 +30,16 @@ from typing import Any
 
 import httpx
 
-from tools.bench import history, report
+from tools.bench import history, report, webhook_report
 from tools.bench.node import GeneratorError, node_executable, node_version
-from tools.bench.options import DEFAULT_RATES, Options
+from tools.bench.options import DEFAULT_RATES, WEBHOOK_STEADY_SECONDS, Options
+from tools.bench.receiver import WebhookReceiver
 from tools.bench.report import Progress
 from tools.bench.scenarios import run_ingest, run_replay, run_storm
 from tools.bench.servers import ROOT, BaselineServer, BenchServer, OurServer
 from tools.bench.soak import run_soak
 from tools.bench.sweep import run_sweep, workload
+from tools.bench.webhooks import run_webhooks, server_env
 
 MODES = ["sweep", "storm", "replay", "ingest"]
 #: What can go wrong in one measurement without invalidating the others.
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=[*MODES, "all", "soak", "history"],
+        choices=[*MODES, "all", "soak", "history", "webhooks"],
         default=None,
         help="what to measure (default sweep; with --smoke: all)",
     )
@@ -170,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--history-pages-per-s", type=float, default=None, help="default: unpaced")
     parser.add_argument(
+        "--webhook-rate", type=int, default=None, help="events/s of a webhooks step (default 1000)"
+    )
+    parser.add_argument(
+        "--webhook-after-seconds",
+        type=int,
+        default=None,
+        help="the fallbacks' after_seconds (default 10, the API's least)",
+    )
+    parser.add_argument(
+        "--webhook-step-seconds",
+        type=float,
+        default=None,
+        help=f"length of a webhooks step (default after_seconds + {WEBHOOK_STEADY_SECONDS:g})",
+    )
+    parser.add_argument("--webhook-pairs", type=int, default=None, help="default 2")
+    parser.add_argument(
+        "--webhook-poll-interval",
+        type=float,
+        default=None,
+        help="our server's WEBHOOK_POLL_INTERVAL in s (default: the server's own, 1 s)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="our server's --workers (needs PostgreSQL and Redis)"
     )
     return parser
@@ -201,6 +230,11 @@ def options_from(args: argparse.Namespace) -> Options:
         "history_readers": args.history_readers,
         "history_events": args.history_events,
         "history_pages_per_s": args.history_pages_per_s,
+        "webhook_rate": args.webhook_rate,
+        "webhook_after_seconds": args.webhook_after_seconds,
+        "webhook_step_seconds": args.webhook_step_seconds,
+        "webhook_pairs": args.webhook_pairs,
+        "webhook_poll_interval": args.webhook_poll_interval,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -235,6 +269,16 @@ def validate(options: Options) -> str | None:
         return (
             "--history-rate, --history-pairs, --history-readers and --history-pages-per-s "
             "must be positive, --history-events not negative"
+        )
+    if (
+        min(options.webhook_rate, options.webhook_pairs) < 1
+        or options.webhook_after_seconds < 10
+        or options.webhook_step <= 0
+        or (options.webhook_poll_interval is not None and options.webhook_poll_interval <= 0)
+    ):
+        return (
+            "--webhook-rate, --webhook-pairs, --webhook-step-seconds and "
+            "--webhook-poll-interval must be positive, --webhook-after-seconds at least 10"
         )
     if options.workers > 1 and not (
         options.redis_url
@@ -293,6 +337,19 @@ def _history(options: Options, progress: Progress, results: dict[str, Any]) -> N
         raise RuntimeError("; ".join(results["history"]["failures"]))
 
 
+def _webhooks(options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with (
+        WebhookReceiver() as receiver,
+        OurServer(
+            options.database_url, options.redis_url, options.workers, env=server_env(options)
+        ) as server,
+    ):
+        assert isinstance(server, OurServer)
+        results["webhooks"] = run_webhooks(server, receiver, options, progress)
+    if results["webhooks"]["failures"]:
+        raise RuntimeError("; ".join(results["webhooks"]["failures"]))
+
+
 def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
     """Every requested measurement; each failure is recorded and the others still run.
 
@@ -330,6 +387,11 @@ def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
             attempt("history", "ours", partial(_history, *common))
         if "baseline" in options.servers:
             progress.info("history: not run on the baseline, which keeps no history")
+    if "webhooks" in options.modes:
+        if "ours" in options.servers:
+            attempt("webhooks", "ours", partial(_webhooks, *common))
+        if "baseline" in options.servers:
+            progress.info("webhooks: not run on the baseline, which has no fallbacks")
 
 
 def default_output() -> Path:
@@ -374,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest": [],
         "soak": None,
         "history": None,
+        "webhooks": None,
         "memory": [],
         "errors": [],
     }
@@ -386,7 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["errors"].append({"mode": "all", "server": "-", "error": "interrupted"})
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["summary"] = report.summarise(results) + history.summary_rows(results["history"])
+    results["summary"] = (
+        report.summarise(results)
+        + history.summary_rows(results["history"])
+        + webhook_report.summary_rows(results["webhooks"])
+    )
     results["generator_notes"] = report.generator_notes(results)
     report.write_json(output, results)
 
@@ -394,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.render_steps(results),
         report.render_soak(results),
         history.render(results["history"]),
+        webhook_report.render(results["webhooks"]),
         report.render_summary(results["summary"]),
     ]
     if results["generator_notes"]:

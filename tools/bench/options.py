@@ -42,6 +42,8 @@ SOAK_FLAT_GROWTH_PCT = 5.0
 HISTORY_P99_TOLERANCE_PCT = 10.0
 #: History: events per page the readers ask for (listChannelEvents' largest page).
 HISTORY_PAGE_LIMIT = 1_000
+#: Webhooks: a step lasts the deadline plus this long by default: webhooks in steady state.
+WEBHOOK_STEADY_SECONDS = 15.0
 
 
 @dataclass
@@ -90,12 +92,29 @@ class Options:
     history_readers: int = 2
     history_events: int = 5_000
     history_pages_per_s: float | None = None
+    #: Webhooks (--mode webhooks, ours only): `subscribers` user channels with a fallback
+    #: webhook of `webhook_after_seconds` to a local receiver and as many without, none
+    #: confirming; `webhook_rate` events/s for a step to one set or the other, alternated
+    #: `webhook_pairs` times. `webhook_step_seconds` None: the deadline plus
+    #: WEBHOOK_STEADY_SECONDS. `webhook_poll_interval` None: the server's default.
+    webhook_rate: int = 1_000
+    webhook_after_seconds: int = 10
+    webhook_step_seconds: float | None = None
+    webhook_pairs: int = 2
+    webhook_poll_interval: float | None = None
+
+    @property
+    def webhook_step(self) -> float:
+        """Seconds the publisher runs in each step of the webhooks mode."""
+        if self.webhook_step_seconds is not None:
+            return self.webhook_step_seconds
+        return self.webhook_after_seconds + WEBHOOK_STEADY_SECONDS
 
     @classmethod
     def smoke_options(cls) -> Options:
         """Everything, tiny: the suite's end-to-end check of the benchmark itself."""
         return cls(
-            modes=["sweep", "storm", "replay", "ingest", "history"],
+            modes=["sweep", "storm", "replay", "ingest", "history", "webhooks"],
             subscribers=20,
             orgs=2,
             rates=[100, 200],
@@ -108,5 +127,9 @@ class Options:
             history_rate=200,
             history_pairs=1,
             history_events=1_500,
+            # The deadline cannot be under 10 s: a short step, then the wait for its webhooks.
+            webhook_rate=50,
+            webhook_step_seconds=3.0,
+            webhook_pairs=1,
             smoke=True,
         )

@@ -47,6 +47,8 @@ class Channel:
     websocket_url: str
     token: str
     key: str
+    #: The fallback webhook's signing secret, when the channel was created with one.
+    fallback_secret: str | None = None
 
     def for_node(self) -> dict[str, str]:
         return {
@@ -64,6 +66,9 @@ class ChannelSpec:
     kind: str
     user_id: str
     organisation_id: str | None = None
+    #: A fallback webhook set with the channel (our server only): where, and after how long.
+    fallback_url: str | None = None
+    fallback_after_seconds: int = 10
 
     @property
     def key(self) -> str:
@@ -240,6 +245,7 @@ class BenchServer:
                     created["websocket_url"],
                     created["channel_token"],
                     spec.key,
+                    (created.get("fallback") or {}).get("secret"),
                 )
 
             return list(await asyncio.gather(*(create(spec) for spec in specs)))
@@ -260,12 +266,15 @@ class OurServer(BenchServer):
         database_url: str | None = None,
         redis_url: str | None = None,
         workers: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env`: settings added to the server's environment (e.g. WEBHOOK_ALLOWED_HOSTS)."""
         super().__init__()
         self.given_database_url = database_url
         self.database_url = database_url
         self.redis_url = redis_url
         self.workers = workers
+        self.extra_env = dict(env or {})
         self._scratch: str | None = None
 
     def command(self) -> list[str]:
@@ -279,7 +288,10 @@ class OurServer(BenchServer):
         env = dict(os.environ)
         for name in ("DATABASE_URL", "REDIS_URL", "PUBLIC_URL"):
             env.pop(name, None)  # nothing from the caller's shell leaks into the measurement
+        for name in [name for name in env if name.startswith("WEBHOOK_")]:
+            env.pop(name)
         env.update(DATA_DIR=str(self._tmp), PUBLISHER_KEY=PUBLISHER_KEY, LOG_LEVEL="WARNING")
+        env.update(self.extra_env)
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
         if self.redis_url:
@@ -317,9 +329,15 @@ class OurServer(BenchServer):
 
     def subscribe_request(self, spec: ChannelSpec) -> tuple[str, dict[str, Any]]:
         path = f"/api/v1/realtime-subscriptions/{spec.kind}"
+        body: dict[str, Any] = {"user_id": spec.user_id}
         if spec.kind == "organisation":
-            return path, {"organisation_id": spec.organisation_id, "user_id": spec.user_id}
-        return path, {"user_id": spec.user_id}
+            body["organisation_id"] = spec.organisation_id
+        if spec.fallback_url is not None:
+            body["fallback"] = {
+                "url": spec.fallback_url,
+                "after_seconds": spec.fallback_after_seconds,
+            }
+        return path, body
 
     def prepare(self) -> None:
         url = self.given_database_url
