@@ -205,10 +205,13 @@ async def create_channel_with_fallback(
 
 
 async def remove_fallback(channel_id: str) -> None:
-    """Remove an open channel's fallback; what it still owed is not sent."""
+    """Remove an open channel's fallback, and its kept failures (a fallback set later starts
+    afresh); what it still owed is not sent."""
     await open_channel(channel_id)
-    if not await WebhookFallback.filter(channel_id=channel_id).delete():
-        raise FallbackNotFound(channel_id)
+    async with in_transaction() as connection:
+        if not await WebhookFallback.filter(channel_id=channel_id).using_db(connection).delete():
+            raise FallbackNotFound(channel_id)
+        await WebhookFailure.filter(channel_id=channel_id).using_db(connection).delete()
 
 
 async def fallback_state(channel_id: str) -> FallbackState:

@@ -7,8 +7,9 @@ import pytest
 
 from claims_realtime.models import fallbacks, ingest, subscriptions
 from claims_realtime.models.channel import Channel, SubscriptionType
+from claims_realtime.models.clock import utcnow
 from claims_realtime.models.errors import ChannelClosed, FallbackNotFound, InvalidInput, Unavailable
-from claims_realtime.models.fallback import WebhookFallback, WebhookKeyCheck
+from claims_realtime.models.fallback import WebhookFailure, WebhookFallback, WebhookKeyCheck
 from claims_realtime.models.fallbacks import FallbackSpec, WebhookPolicy
 from claims_realtime.models.webhook_secrets import SecretBox, new_sealing_key
 
@@ -112,11 +113,16 @@ async def test_remove_then_read_is_not_found() -> None:
     with pytest.raises(FallbackNotFound):
         await fallbacks.fallback_state(channel_id)
     await fallbacks.set_fallback(channel_id, FallbackSpec(URL, 60), POLICY)
+    await WebhookFailure.create(
+        channel_id=channel_id, sequence=1, event_id="evt_x", attempts=1, failed_at=utcnow()
+    )
     await fallbacks.remove_fallback(channel_id)
     with pytest.raises(FallbackNotFound):
         await fallbacks.fallback_state(channel_id)
     with pytest.raises(FallbackNotFound):
         await fallbacks.remove_fallback(channel_id)
+    await fallbacks.set_fallback(channel_id, FallbackSpec(URL, 60), POLICY)
+    assert (await fallbacks.fallback_state(channel_id)).recent_failures == [], "afresh"
 
 
 async def test_a_closed_channel_is_gone() -> None:
