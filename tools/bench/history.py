@@ -15,6 +15,7 @@ page channels whose head moves while they read.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Any
@@ -197,18 +198,7 @@ def summary_rows(history: dict[str, Any] | None) -> list[dict[str, Any]]:
     reading = with_.get("reading") or {}
     ms = [None if v is None else f"{v:.1f}" for v in (without["p99_ms"], with_["p99_ms"])]
 
-    def row(
-        name: str, ours: Any, unit: str, target: str | None, met: bool | None
-    ) -> dict[str, Any]:
-        return {
-            "name": f"{what}: {name}",
-            "ours": ours,
-            "baseline": "no history",
-            "ratio": None,
-            "unit": unit,
-            "target": target,
-            "met": met,
-        }
+    row = functools.partial(report.ours_only_row, what, "no history")
 
     return [
         row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -282,6 +283,28 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def ours_only_row(
+    what: str,
+    baseline: str | None,
+    name: str,
+    ours: Any,
+    unit: str,
+    target: str | None,
+    met: bool | None,
+) -> dict[str, Any]:
+    """A summary row for a figure only our server has (soak, history, webhooks): `baseline`
+    says why the baseline has none."""
+    return {
+        "name": f"{what}: {name}",
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": None,
+        "unit": unit,
+        "target": target,
+        "met": met,
+    }
+
+
 def soak_rows(soak: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The soak's headline figures (ours only): loss, duplicates, resumes, memory."""
     if not soak or "memory" not in soak:
@@ -292,18 +315,7 @@ def soak_rows(soak: dict[str, Any] | None) -> list[dict[str, Any]]:
     )
     memory = soak["memory"]
 
-    def row(
-        name: str, ours: Any, unit: str, target: str | None, met: bool | None
-    ) -> dict[str, Any]:
-        return {
-            "name": f"{what}: {name}",
-            "ours": ours,
-            "baseline": None,
-            "ratio": None,
-            "unit": unit,
-            "target": target,
-            "met": met,
-        }
+    row = functools.partial(ours_only_row, what, None)
 
     mb = [
         "-" if memory[k] is None else f"{memory[k] / 1024:,.1f}"

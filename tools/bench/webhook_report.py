@@ -7,6 +7,7 @@ without a server.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -262,18 +263,7 @@ def summary_rows(result: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     without, with_ = result["without"], result["with"]
     hooks = with_.get("webhooks") or {}
 
-    def row(
-        name: str, ours: Any, unit: str, target: str | None, met: bool | None
-    ) -> dict[str, Any]:
-        return {
-            "name": f"{what}: {name}",
-            "ours": ours,
-            "baseline": "no webhooks",
-            "ratio": None,
-            "unit": unit,
-            "target": target,
-            "met": met,
-        }
+    row = functools.partial(report.ours_only_row, what, "no webhooks")
 
     return [
         row(
