@@ -53,13 +53,6 @@ def event_body(event: ClaimEvent | NewEvent) -> dict[str, Any]:
     }
 
 
-def envelope(channel_id: str, sequence: int, body: dict[str, Any]) -> dict[str, Any]:
-    """The envelope a socket receives for event `body` (`event_body`) as number `sequence` on
-    the channel: what `event_packet` serialises, key for key (tests/unit/test_protocol.py).
-    REST answers it as it is."""
-    return {"channel_id": channel_id, "sequence": sequence, **body}
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
     """An event body serialised once, to be stamped with each channel's id and sequence."""

@@ -10,8 +10,8 @@ import pytest
 from socketio import packet
 
 from claims_realtime.models.event import NewEvent
-from claims_realtime.realtime.protocol import envelope as protocol_envelope
 from claims_realtime.realtime.protocol import (
+    envelope_json,
     event_packet,
     namespace_of,
     prepare,
@@ -85,10 +85,13 @@ def test_an_event_just_recorded_is_prepared_as_its_body_would_be(body: dict[str,
 
 @pytest.mark.parametrize("body", BODIES)
 def test_the_envelope_rest_answers_is_the_one_the_packet_carries(body: dict[str, Any]) -> None:
-    """listChannelEvents answers `protocol.envelope`; a socket gets `event_packet`'s JSON."""
+    """listChannelEvents answers `protocol.envelope_json`; a socket gets `event_packet`'s JSON:
+    the same text, key for key, and the envelope the AsyncAPI document describes."""
     channel_id = "chan_b5c6d7e8"
     encoded = event_packet(channel_id, 7, prepare(body))
     _, carried = json.loads(encoded[encoded.index("[") :])
-    answered = protocol_envelope(channel_id, 7, body)
+    answered_text = envelope_json(channel_id, 7, prepare(body))
+    assert answered_text in encoded
+    answered = json.loads(answered_text)
     assert list(answered.items()) == list(carried.items())
     assert answered == envelope(channel_id, 7, body)
