@@ -185,13 +185,20 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
         # Fallback webhooks: the keys sealing their secrets, and the hosts trusted.
         policy = configured_webhook_policy or webhook_policy(settings)
-        await open_database(settings.database_url, pool_size=settings.database_pool_size)
-        policy = await agreed(policy)
-        publisher_key_hash = hash_secret(resolve_publisher_key(settings))
-        await hub.start()
-        dispatcher = webhook_dispatcher(settings, policy, hub)
-        await dispatcher.start()
-        try:
+        # Each part started is stopped, in reverse order, even when a later one fails to
+        # start or an earlier one fails to stop: an open database left behind would refuse
+        # the next open in this process (Tortoise keeps one global context).
+        async with contextlib.AsyncExitStack() as started:
+            started.callback(process_exited)
+            await open_database(settings.database_url, pool_size=settings.database_pool_size)
+            started.push_async_callback(close_database)
+            policy = await agreed(policy)
+            publisher_key_hash = hash_secret(resolve_publisher_key(settings))
+            await hub.start()
+            started.push_async_callback(hub.stop)
+            dispatcher = webhook_dispatcher(settings, policy, hub)
+            await dispatcher.start()
+            started.push_async_callback(dispatcher.stop)
             # Lifespan state: copied into every request's `request.state`.
             yield {
                 "settings": settings,
@@ -201,11 +208,6 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
                 "token_verifier": token_verifier,
                 "webhook_policy": policy,
             }
-        finally:
-            await dispatcher.stop()
-            await hub.stop()
-            await close_database()
-            process_exited()
 
     # Connexion's own request path, extended through its documented points: resolver,
     # validator map, security map, error handlers.

@@ -116,16 +116,19 @@ async def open_database(database_url: str, *, pool_size: int = 10) -> None:
     backend.prepare(database_url)
     context = await Tortoise.init(config=tortoise_config(database_url, pool_size=pool_size))
     set_global_context(context)
-    if backend.migrates_on_open:
-        await _migrate_connected()
-    pending = await pending_migrations()
-    if pending:
+    try:
+        if backend.migrates_on_open:
+            await _migrate_connected()
+        pending = await pending_migrations()
+        if pending:
+            raise SchemaOutOfDate(
+                f"the database at {_redacted(database_url)} lacks migrations "
+                f"{', '.join(pending)}: run `claims-realtime migrate` first"
+            )
+        await backend.opened()
+    except BaseException:
         await Tortoise.close_connections()
-        raise SchemaOutOfDate(
-            f"the database at {_redacted(database_url)} lacks migrations {', '.join(pending)}: "
-            "run `claims-realtime migrate` first"
-        )
-    await backend.opened()
+        raise
     log.info("database ready: %s", _redacted(database_url))
 
 
@@ -168,9 +171,11 @@ async def database_reachable(timeout: float = 2.0) -> bool:
 
 
 async def close_database() -> None:
-    with contextlib.suppress(RuntimeError):  # no database was opened
-        await current().close()
-    await Tortoise.close_connections()
+    try:
+        with contextlib.suppress(RuntimeError):  # no database was opened
+            await current().close()
+    finally:
+        await Tortoise.close_connections()
 
 
 def _redacted(database_url: str) -> str:

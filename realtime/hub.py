@@ -13,7 +13,6 @@ when other processes announce through a broker (see realtime.broker).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from claims_realtime.models.clock import rfc3339, rfc3339_or_none
 from claims_realtime.models.credentials import random_id, secret_matches
 from claims_realtime.models.db import database_reachable
 from claims_realtime.models.history import Retention
-from claims_realtime.realtime import metrics, relay
+from claims_realtime.realtime import metrics, relay, stopping
 from claims_realtime.realtime.broker import Broker
 from claims_realtime.realtime.fanout import MAX_SOCKET_BACKLOG, Entries, Fanout, Subscriber
 from claims_realtime.realtime.limits import (
@@ -105,6 +104,7 @@ class Hub:
         sio.on_namespace_connected = self._on_namespace_connected
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._stopping = asyncio.Event()
         self._attaching = asyncio.Semaphore(MAX_CONCURRENT_ATTACHES)
 
     @property
@@ -116,6 +116,7 @@ class Hub:
 
     async def start(self) -> None:
         self._stopped = False
+        self._stopping.clear()
         await presence.register_node(self.node_id)
         jobs = [(self.flush_interval, self.flush), (self.prune_interval, self.prune)]
         jobs.append((self.heartbeat_interval, self.heartbeat))
@@ -133,18 +134,14 @@ class Hub:
             await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
         self._stopped = True
         await self.broker.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping.set()
+        await stopping.finish(self._tasks)
         self._tasks = []
         await self.flush()
         await presence.forget_node(self.node_id)
 
     async def _every(self, seconds: float, job: Any) -> None:
-        while True:
-            await asyncio.sleep(seconds)
+        while await stopping.pause(self._stopping, seconds):
             try:
                 await job()
             except Exception:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tortoise.context
 from asgi_lifespan import LifespanManager
 
 from claims_realtime.app import create_app
@@ -43,6 +44,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="sqlite",
         help="where the tests keep their data (postgres: a database created for the run)",
     )
+
+
+@pytest.fixture(autouse=True)
+def database_closed_after() -> Iterator[None]:
+    """Fail the test that leaves a database open, and close it: Tortoise keeps one global
+    context per process, so the leak would otherwise fail every later test instead."""
+    yield
+    leaked = tortoise.context.get_current_context()
+    if leaked is None:
+        return
+    with contextlib.suppress(Exception):  # its connections may belong to a closed loop
+        asyncio.run(leaked.close_connections())
+    tortoise.context._global_context = None
+    pytest.fail("the test left its database open (a lifespan or fixture did not close it)")
 
 
 @pytest.fixture(scope="session")
