@@ -121,6 +121,55 @@ async def read_after(
     ]
 
 
+_WINDOW = (
+    "SELECT * FROM (SELECT ce.channel_id, ce.sequence, e.event_id, e.event_type, e.claim_id,"
+    " e.organisation_id, e.user_id, e.actor_id, e.occurred_at, e.data, ce.recorded_at"
+    " FROM channel_event ce JOIN claim_event e ON e.event_id = ce.event_id"
+    " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.recorded_at >= ?"
+    " ORDER BY ce.sequence LIMIT ?) AS w{index}"
+)
+
+
+async def read_after_each(
+    starts: Mapping[str, int], limit: int, retention: Retention
+) -> dict[str, list[StoredEvent]]:
+    """For each channel, up to `limit` kept events after its start, in order: read_after for
+    many channels in one query (the webhook dispatcher reads every channel it leased)."""
+    found: dict[str, list[StoredEvent]] = {channel_id: [] for channel_id in starts}
+    if not starts:
+        return found
+    backend = current()
+    cutoff = backend.bind_time(retention.cutoff())
+    # Padded with a channel that does not exist to a power of two of windows: a few
+    # statement texts, each prepared once.
+    windows = list(starts.items())
+    windows += [("", 0)] * ((1 << (len(windows) - 1).bit_length()) - len(windows))
+    sql = " UNION ALL ".join(_WINDOW.format(index=index) for index in range(len(windows)))
+    parameters = [
+        value for channel_id, after in windows for value in (channel_id, after, cutoff, limit)
+    ]
+    rows = await backend.read(Select(sql, parameters, ("channel_id", *_READ_COLUMNS)))
+    read_time = backend.read_time
+    for r in rows:
+        found[r[0]].append(
+            StoredEvent(
+                int(r[1]),
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                read_time(r[8]),
+                r[9],
+                read_time(r[10]),
+            )
+        )
+    for events in found.values():
+        events.sort(key=lambda event: event.sequence)  # a union's rows come in no set order
+    return found
+
+
 @dataclass(frozen=True)
 class HistoryPage:
     """One page of a channel's kept events, and where history stands."""

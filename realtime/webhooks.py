@@ -12,32 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import ipaddress
-import json
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from standardwebhooks.webhooks import Webhook
-
 from claims_realtime.models import history, webhook_queue
-from claims_realtime.models.errors import InvalidInput
 from claims_realtime.models.event import StoredEvent
 from claims_realtime.models.fallbacks import WebhookPolicy
 from claims_realtime.models.history import Retention
 from claims_realtime.models.webhook_queue import Failure, Lease, Outcome
 from claims_realtime.models.webhook_secrets import SecretUnreadable
-from claims_realtime.models.webhook_urls import check_url, refused_address
-from claims_realtime.realtime import metrics
-from claims_realtime.realtime.protocol import envelope_json, prepare_fields
+from claims_realtime.realtime import metrics, stopping
+from claims_realtime.realtime.webhook_sender import Attempt, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +35,6 @@ BACKOFF = (5.0, 30.0, 120.0, 600.0, 3600.0)
 JITTER = 0.2
 #: Events read per leased channel at a time.
 WINDOW = 50
-#: A webhook body's `type`.
-EVENT_TYPE = "claim_event.unacknowledged"
 #: The shortest lease on a channel's webhooks (see WebhookDispatcher.lease_seconds).
 MIN_LEASE_SECONDS = 15.0
 #: Closed channels' fallbacks are cleared, and the backlog gauges read, every this many poll
@@ -62,70 +48,6 @@ def backoff(attempts: int) -> float:
     """Seconds to wait after the `attempts`-th failed attempt (1-based), with jitter."""
     base = BACKOFF[min(attempts, len(BACKOFF)) - 1]
     return base * random.uniform(1 - JITTER, 1 + JITTER)
-
-
-def webhook_body(lease: Lease, event: StoredEvent) -> str:
-    """The request body: the channel, and the event exactly in its socket envelope."""
-    channel = json.dumps(
-        {
-            "channel_id": lease.channel_id,
-            "subscription_type": lease.subscription_type,
-            "user_id": lease.user_id,
-            "organisation_id": lease.organisation_id,
-        },
-        separators=(",", ":"),
-    )
-    event_json = envelope_json(lease.channel_id, event.sequence, prepare_fields(event))
-    return f'{{"type":"{EVENT_TYPE}","channel":{channel},"event":{event_json}}}'
-
-
-def webhook_id(channel_id: str, sequence: int) -> str:
-    """The same for every attempt at one event on one channel: receivers dedupe by it."""
-    return f"{channel_id}.{sequence}"
-
-
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves as usual, then keeps only public addresses, unless the host is allowed: a
-    name checked when the fallback was set may point inside the network by now."""
-
-    def __init__(self, allowed_hosts: tuple[str, ...]) -> None:
-        self._inner = DefaultResolver()
-        self._allowed = allowed_hosts
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        if host.lower() in self._allowed:
-            return found
-        public = [r for r in found if not refused_address(ipaddress.ip_address(r["host"]))]
-        if not public:
-            # With an errno, aiohttp's connection error carries the text (its strerror).
-            raise OSError(errno.EACCES, f"{host} resolves only to addresses that are not public")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One request's result: the receiver's status, or why there was none."""
-
-    status: int | None
-    error: str | None
-
-    @property
-    def delivered(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def gone(self) -> bool:
-        return self.status == 410
-
-    @property
-    def retryable(self) -> bool:
-        return self.status is None or self.status in (408, 425, 429) or self.status >= 500
 
 
 class WebhookDispatcher:
@@ -159,39 +81,32 @@ class WebhookDispatcher:
         self.lease_seconds = max(MIN_LEASE_SECONDS, 3 * timeout, 5 * poll_interval)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._finished: list[Outcome] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._sender = WebhookSender(policy.allowed_hosts, timeout=timeout, concurrency=concurrency)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._housekeeping_at = 0.0
 
     async def start(self) -> None:
         if not self.policy.keys_agree:
             return  # it could open no secret (app.agreed logged why)
-        connector = aiohttp.TCPConnector(
-            resolver=PublicOnlyResolver(self.policy.allowed_hosts), limit=self.concurrency
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": "claims-realtime"},
-        )
+        await self._sender.start()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop sending. Requests in flight are abandoned, their channels' leases left to
-        expire (then any process sends them again); what finished is written back."""
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop sending. The poll under way finishes; requests in flight are abandoned,
+        their channels' leases left to expire (then any process sends them again); what
+        finished is written back."""
+        self._stopping.set()
+        if self._task is not None:
+            await stopping.finish([self._task])
+        # Sending holds no transaction: these may be cancelled anywhere.
+        await stopping.finish(list(self._running.values()), grace=0)
         with contextlib.suppress(Exception):
             await self.settle()
-        if self._session is not None:
-            await self._session.close()
+        await self._sender.stop()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             full = False
             try:
                 full = await self.poll()
@@ -200,14 +115,16 @@ class WebhookDispatcher:
             if full:
                 # Every slot is taken and more may be due: poll again once some are free,
                 # a moment later so that one poll refills many (each poll is a few writes).
+                asked_to_stop = asyncio.ensure_future(self._stopping.wait())
                 await asyncio.wait(
-                    list(self._running.values()),
+                    [*self._running.values(), asked_to_stop],
                     timeout=self.poll_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                await asyncio.sleep(min(REFILL_DELAY, self.poll_interval))
+                asked_to_stop.cancel()
+                await stopping.pause(self._stopping, min(REFILL_DELAY, self.poll_interval))
             else:
-                await asyncio.sleep(self.poll_interval)
+                await stopping.pause(self._stopping, self.poll_interval)
 
     async def settle(self) -> None:
         """Write back what finished channels did, and give their leases up."""
@@ -232,8 +149,12 @@ class WebhookDispatcher:
             await self._housekeeping()
         free = self.concurrency - len(self._running)
         leases = await webhook_queue.lease_due(self.node_id, self.clock(), free, self.lease_seconds)
+        starts = {lease.channel_id: max(lease.cursor, self._confirmed(lease)) for lease in leases}
+        windows = await history.read_after_each(starts, WINDOW, self.retention)
         for lease in leases:
-            self._running[lease.channel_id] = asyncio.create_task(self._work(lease))
+            start = starts[lease.channel_id]
+            work = self._work(lease, start, windows[lease.channel_id])
+            self._running[lease.channel_id] = asyncio.create_task(work)
         return len(self._running) >= self.concurrency
 
     async def _housekeeping(self) -> None:
@@ -245,10 +166,10 @@ class WebhookDispatcher:
         late = 0.0 if earliest is None else (self.clock() - earliest).total_seconds()
         metrics.WEBHOOK_OLDEST_DUE.set(max(0.0, late))
 
-    async def _work(self, lease: Lease) -> None:
+    async def _work(self, lease: Lease, start: int, events: list[StoredEvent]) -> None:
         outcome = Outcome(lease.channel_id, lease.cursor, lease.attempts, lease.first_attempt_at)
         try:
-            await self._send_due(lease, outcome)
+            await self._send_due(lease, start, events, outcome)
         except asyncio.CancelledError:
             raise  # stopping: the lease expires, and whoever holds it next sends again
         except Exception:
@@ -260,9 +181,16 @@ class WebhookDispatcher:
     def _confirmed(self, lease: Lease) -> int:
         return max(lease.confirmed, self.confirmed_locally(lease.channel_id) or 0)
 
-    async def _send_due(self, lease: Lease, outcome: Outcome) -> None:
-        start = max(lease.cursor, self._confirmed(lease))
-        events = await history.read_after(lease.channel_id, start, WINDOW, self.retention)
+    async def _send_due(
+        self, lease: Lease, start: int, events: list[StoredEvent], outcome: Outcome
+    ) -> None:
+        """Send the lease's due webhooks among `events`, the window of its channel's events
+        after `start` (its cursor, or the subscriber's confirmed cursor if further on)."""
+        try:
+            secret = self.policy.box.open(lease.sealed_secret)
+        except SecretUnreadable as exc:
+            log.error("cannot sign the webhooks of channel %s: %s", lease.channel_id, exc)
+            secret = None
         if not events:
             # Nothing kept after `start` though the head is past it: retention took them.
             metrics.WEBHOOKS_DROPPED.inc(max(0, lease.head - start))
@@ -283,14 +211,19 @@ class WebhookDispatcher:
             if due > now:
                 outcome.next_attempt_at = due
                 return
-            if not await self._attempt(lease, event, outcome):
+            if not await self._attempt(lease, event, secret, outcome):
                 return
         # The window is done: look again at once, behind channels that waited longer.
         outcome.next_attempt_at = self.clock()
 
-    async def _attempt(self, lease: Lease, event: StoredEvent, outcome: Outcome) -> bool:
+    async def _attempt(
+        self, lease: Lease, event: StoredEvent, secret: str | None, outcome: Outcome
+    ) -> bool:
         """Send one webhook and note the outcome; answer whether to go on to the next."""
-        attempt = await self._post(lease, event)
+        if secret is None:
+            attempt = Attempt(None, "secret unreadable with WEBHOOK_SECRET_KEY")
+        else:
+            attempt = await self._sender.send(lease, event, secret)
         now = self.clock()
         outcome.last_attempt_at, outcome.last_status = now, attempt.status
         outcome.last_error = attempt.error
@@ -325,36 +258,3 @@ class WebhookDispatcher:
         outcome.cursor = event.sequence
         outcome.attempts, outcome.first_attempt_at = 0, None
         return True
-
-    async def _post(self, lease: Lease, event: StoredEvent) -> Attempt:
-        assert self._session is not None
-        try:
-            check_url(lease.url, self.policy.allowed_hosts)  # a literal address skips DNS
-            secret = self.policy.box.open(lease.sealed_secret)
-        except InvalidInput as exc:
-            return Attempt(None, exc.detail[:200])
-        except SecretUnreadable as exc:
-            log.error("cannot sign the webhooks of channel %s: %s", lease.channel_id, exc)
-            return Attempt(None, "secret unreadable with WEBHOOK_SECRET_KEY")
-        body = webhook_body(lease, event).encode()
-        message_id = webhook_id(lease.channel_id, event.sequence)
-        now = datetime.now(UTC)  # the wall clock: receivers check the timestamp against theirs
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": message_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(message_id, now, body),
-        }
-        started = time.perf_counter()
-        try:
-            async with self._session.post(
-                lease.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                # The status is all that counts; the body is never read.
-                return Attempt(response.status, None)
-        except TimeoutError:
-            return Attempt(None, f"no answer within {self.timeout:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Attempt(None, (str(exc) or type(exc).__name__)[:200])
-        finally:
-            metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)

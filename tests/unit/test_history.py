@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -248,3 +248,27 @@ async def test_resume_point_falls_back_to_delivered_then_zero() -> None:
     await history.save_positions({channel.id: (1, None)})
     await channel.refresh_from_db()
     assert channel.resume_sequence == 1
+
+
+async def test_reading_many_channels_at_once_equals_reading_each() -> None:
+    """read_after_each answers, per channel, what read_after does, in one query: with
+    different starts, the limit, the age bound, a count of channels padded to a power of two
+    and a channel with nothing after its start."""
+    channels = {}
+    for user, count in (("usr_a", 5), ("usr_b", 2), ("usr_c", 0)):
+        created = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id=user)
+        channels[user] = created.channel.id
+        for _ in range(count):
+            await record_one(created.channel)
+    old = datetime.now(UTC) - timedelta(hours=2)
+    await ChannelEvent.filter(channel_id=channels["usr_a"], sequence=2).update(recorded_at=old)
+    starts = {channels["usr_a"]: 1, channels["usr_b"]: 0, channels["usr_c"]: 0}
+
+    found = await history.read_after_each(starts, 3, KEEP_ALL)
+
+    assert [e.sequence for e in found[channels["usr_a"]]] == [3, 4, 5]
+    assert [e.sequence for e in found[channels["usr_b"]]] == [1, 2]
+    assert found[channels["usr_c"]] == []
+    for channel_id, after in starts.items():
+        assert found[channel_id] == await history.read_after(channel_id, after, 3, KEEP_ALL)
+    assert await history.read_after_each({}, 3, KEEP_ALL) == {}
