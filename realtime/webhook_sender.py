@@ -1,42 +1,38 @@
-"""Sending one fallback webhook: its body, its Standard Webhooks signature and the POST.
+"""Sending fallback webhooks: each body, and the process that signs and POSTs them.
 
-The requests run on a thread with an event loop of its own (WebhookSender). The loop that
-writes to the sockets then only hands requests over and takes results back; building,
-signing, connecting and parsing responses happen beside it, so a thousand webhooks a second
-no longer queue socket frames behind them. The dispatcher (realtime.webhooks) decides what
-is sent when.
+The dispatcher (realtime.webhooks) decides what is sent when; WebhookSender builds each
+request's body and hands it to a process of its own (realtime.webhook_process, started on
+the first webhook), which signs it, POSTs it and answers the status. Signing, connecting and
+parsing responses cost about a quarter of a core at a thousand webhooks a second; in the
+server's process that work, on its event loop or on a thread contending for the GIL,
+delayed socket frames and ingestion's commits (docs/performance-log.md, "Fallback
+webhooks under load").
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import ipaddress
+import contextlib
+import itertools
 import json
-import socket
-import threading
-import time
-from collections.abc import Coroutine
+import logging
+import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from standardwebhooks.webhooks import Webhook
-
-from claims_realtime.models.errors import InvalidInput
 from claims_realtime.models.event import StoredEvent
 from claims_realtime.models.webhook_queue import Lease
-from claims_realtime.models.webhook_urls import check_url, refused_address
 from claims_realtime.realtime import metrics
 from claims_realtime.realtime.protocol import envelope_json, prepare_fields
+from claims_realtime.realtime.webhook_process import MAX_LINE_BYTES
+
+log = logging.getLogger(__name__)
 
 #: A webhook body's `type`.
 EVENT_TYPE = "claim_event.unacknowledged"
-
-T = TypeVar("T")
+#: Seconds past the request timeout to wait for the sending process's answer.
+REPLY_SLACK_SECONDS = 5.0
+#: Seconds the sending process has to exit once told to, before it is killed.
+EXIT_GRACE_SECONDS = 3.0
 
 
 def webhook_body(lease: Lease, event: StoredEvent) -> str:
@@ -57,30 +53,6 @@ def webhook_body(lease: Lease, event: StoredEvent) -> str:
 def webhook_id(channel_id: str, sequence: int) -> str:
     """The same for every attempt at one event on one channel: receivers dedupe by it."""
     return f"{channel_id}.{sequence}"
-
-
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves as usual, then keeps only public addresses, unless the host is allowed: a
-    name checked when the fallback was set may point inside the network by now."""
-
-    def __init__(self, allowed_hosts: tuple[str, ...]) -> None:
-        self._inner = DefaultResolver()
-        self._allowed = allowed_hosts
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        if host.lower() in self._allowed:
-            return found
-        public = [r for r in found if not refused_address(ipaddress.ip_address(r["host"]))]
-        if not public:
-            # With an errno, aiohttp's connection error carries the text (its strerror).
-            raise OSError(errno.EACCES, f"{host} resolves only to addresses that are not public")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -104,85 +76,90 @@ class Attempt:
 
 
 class WebhookSender:
-    """POSTs signed webhooks from its own thread and event loop (see the module docstring).
-
-    `send` is called from the dispatcher's loop; cancelling it cancels the request.
-    """
+    """Hands webhooks to the sending process and waits for their outcome (see the module
+    docstring). The process is started on the first send, and again after it exits."""
 
     def __init__(self, allowed_hosts: tuple[str, ...], *, timeout: float, concurrency: int):
-        self.allowed_hosts = allowed_hosts
+        self.options = json.dumps(
+            {"timeout": timeout, "concurrency": concurrency, "allowed_hosts": allowed_hosts}
+        )
         self.timeout = timeout
-        self.concurrency = concurrency
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="webhook-sender", daemon=True)
-        self._loop = loop
-        self._thread.start()
-        await self._there(self._open())
-
-    async def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            await self._there(self._close())
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.to_thread(thread.join)
-            loop.close()
-            self._loop = self._thread = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._replies: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[Attempt]] = {}
+        self._ids = itertools.count(1)
+        self._starting = asyncio.Lock()
 
     async def send(self, lease: Lease, event: StoredEvent, secret: str) -> Attempt:
-        return await self._there(self._post(lease, event, secret))
-
-    async def _there(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` on the sender's loop and wait for it from this one."""
-        assert self._loop is not None, "the sender is not started"
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
-
-    async def _open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            resolver=PublicOnlyResolver(self.allowed_hosts), limit=self.concurrency
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": "claims-realtime"},
-        )
-
-    async def _close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def _post(self, lease: Lease, event: StoredEvent, secret: str) -> Attempt:
-        assert self._session is not None
-        try:
-            check_url(lease.url, self.allowed_hosts)  # a literal address skips DNS
-        except InvalidInput as exc:
-            return Attempt(None, exc.detail[:200])
-        body = webhook_body(lease, event).encode()
-        message_id = webhook_id(lease.channel_id, event.sequence)
-        now = datetime.now(UTC)  # the wall clock: receivers check the timestamp against theirs
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": message_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        process = await self._started()
+        assert process.stdin is not None
+        request_id = next(self._ids)
+        request = {
+            "id": request_id,
+            "url": lease.url,
+            "webhook_id": webhook_id(lease.channel_id, event.sequence),
+            "secret": secret,
         }
-        started = time.perf_counter()
+        # The body follows on a line of its own: compact JSON holds no raw newline.
+        body = webhook_body(lease, event)
+        answered = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answered
         try:
-            async with self._session.post(
-                lease.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                # The status is all that counts; the body is never read.
-                return Attempt(response.status, None)
-        except TimeoutError:
-            return Attempt(None, f"no answer within {self.timeout:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Attempt(None, (str(exc) or type(exc).__name__)[:200])
+            process.stdin.write(f"{json.dumps(request)}\n{body}\n".encode())
+            await process.stdin.drain()
+            return await asyncio.wait_for(answered, self.timeout + REPLY_SLACK_SECONDS)
+        except (TimeoutError, ConnectionError) as exc:
+            return Attempt(None, f"the webhook sending process did not answer ({exc!r})")
         finally:
-            metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+            self._waiting.pop(request_id, None)
+
+    async def stop(self) -> None:
+        """Close the process's input (it abandons what is in flight and exits)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._replies is not None:
+            await self._replies
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._process is not None:
+            return self._process
+        async with self._starting:
+            if self._process is None:
+                self._process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "claims_realtime.realtime.webhook_process",
+                    self.options,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=MAX_LINE_BYTES,
+                )
+                self._replies = asyncio.create_task(self._read_replies(self._process))
+            return self._process
+
+    async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            reply = json.loads(line)
+            metrics.WEBHOOK_SECONDS.observe(reply["seconds"])
+            answered = self._waiting.get(reply["id"])
+            if answered is not None and not answered.done():
+                answered.set_result(Attempt(reply["status"], reply["error"]))
+        # The process exited: the next webhook starts another, and what this one had not
+        # answered is tried again later.
+        exited_unasked = self._process is process
+        if exited_unasked:
+            self._process = None
+        for answered in self._waiting.values():
+            with contextlib.suppress(asyncio.InvalidStateError):
+                answered.set_result(Attempt(None, "the webhook sending process exited"))
+        if exited_unasked:
+            log.warning("the webhook sending process exited (%s)", await process.wait())

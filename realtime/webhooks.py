@@ -89,7 +89,6 @@ class WebhookDispatcher:
     async def start(self) -> None:
         if not self.policy.keys_agree:
             return  # it could open no secret (app.agreed logged why)
-        await self._sender.start()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:

@@ -24,6 +24,8 @@ class Receiver:
     secrets: dict[str, str] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     overlapping: int = 0
+    #: Seconds each request is held before it is answered.
+    delay: float = 0.01
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -32,7 +34,7 @@ class Receiver:
         self.in_flight[channel_id] = self.in_flight.get(channel_id, 0) + 1
         self.overlapping += self.in_flight[channel_id] > 1
         try:
-            await asyncio.sleep(0.01)  # long enough for a second request to overlap
+            await asyncio.sleep(self.delay)  # long enough for a second request to overlap
             verified = Webhook(self.secrets[channel_id]).verify(body, dict(request.headers))
             self.requests.append({"id": request.headers["webhook-id"], "payload": verified})
         finally:
