@@ -127,6 +127,33 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reseal(args: argparse.Namespace) -> int:
+    from claims_realtime.models.db import close_database, open_database
+    from claims_realtime.models.fallbacks import Resealed, reseal_secrets
+    from claims_realtime.webhook_key import webhook_policy
+
+    settings = Settings.from_env()
+    box = webhook_policy(settings).box
+
+    async def run() -> Resealed:
+        await open_database(settings.database_url)
+        try:
+            return await reseal_secrets(box)
+        finally:
+            await close_database()
+
+    done = asyncio.run(run())
+    print(f"resealed {done.resealed} webhook secret(s) with WEBHOOK_SECRET_KEY's first key")
+    if done.unreadable:
+        print(
+            f"# {done.unreadable} sealed value(s) open with none of WEBHOOK_SECRET_KEY's keys "
+            "and were left as they are",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _publisher_key(explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -236,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="create or upgrade the database schema (DATABASE_URL) and exit"
     )
     migrate.set_defaults(run=_migrate)
+
+    reseal = commands.add_parser(
+        "reseal-webhook-secrets",
+        help="seal every fallback's signing secret again with WEBHOOK_SECRET_KEY's first key "
+        "(after a rotation, so the old keys can be dropped) and exit",
+    )
+    reseal.set_defaults(run=_reseal)
 
     publish = commands.add_parser("publish", help="publish one claim event")
     publish.add_argument("--type", required=True, help="status_changed, claim_submitted, ...")

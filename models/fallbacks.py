@@ -263,3 +263,41 @@ async def keys_agree(box: SecretBox) -> bool:
         return box.open(check.sealed) == KEY_CHECK_TEXT
     except SecretUnreadable:
         return False
+
+
+@dataclass(frozen=True)
+class Resealed:
+    resealed: int
+    #: Secrets none of the keys opens (left as they are).
+    unreadable: int
+
+
+async def reseal_secrets(box: SecretBox, batch: int = 500) -> Resealed:
+    """Seal every stored signing secret, and the key check, again with the first of `box`'s
+    keys, so that the others can be dropped from WEBHOOK_SECRET_KEY. Safe beside running
+    servers: each row is replaced only if it still holds what was read (a secret set since
+    was sealed with the first key already)."""
+    resealed = unreadable = 0
+    after = ""
+    while rows := await WebhookFallback.filter(channel_id__gt=after).order_by("channel_id").limit(
+        batch
+    ).values_list("channel_id", "secret"):
+        for channel_id, sealed in rows:
+            try:
+                fresh = box.reseal(sealed)
+            except SecretUnreadable:
+                unreadable += 1
+                continue
+            resealed += await WebhookFallback.filter(channel_id=channel_id, secret=sealed).update(
+                secret=fresh
+            )
+        after = rows[-1][0]
+    check = await WebhookKeyCheck.get_or_none(id=1)
+    if check is not None:
+        try:
+            fresh = box.reseal(check.sealed)
+        except SecretUnreadable:
+            unreadable += 1
+        else:
+            await WebhookKeyCheck.filter(id=1, sealed=check.sealed).update(sealed=fresh)
+    return Resealed(resealed, unreadable)

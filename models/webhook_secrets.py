@@ -51,6 +51,15 @@ class SecretBox:
     def seal(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()
 
+    def reseal(self, sealed: str) -> str:
+        """`sealed` sealed again with the first key (opened with any of them)."""
+        try:
+            return self._fernet.rotate(sealed.encode()).decode()
+        except InvalidToken:
+            raise SecretUnreadable(
+                "a webhook secret opens with none of WEBHOOK_SECRET_KEY's keys"
+            ) from None
+
     def open(self, sealed: str) -> str:
         try:
             return self._fernet.decrypt(sealed.encode()).decode()

@@ -7,6 +7,7 @@ Deadlines cannot be shorter than 10 s (the API's minimum), so each test waits th
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from claims_realtime.models.webhook_secrets import new_sealing_key
 from tests import services
 from tests.helpers import unique
 from tests.programs import run_js_client
-from tests.server import Server
+from tests.server import CLI, Server
 from tests.webhook_receiver import Receiver, running_receiver
 
 pytestmark = [pytest.mark.integration]
@@ -190,3 +191,42 @@ async def test_a_process_with_another_sealing_key_neither_seals_nor_sends(
     await wait_for(receiver, 3, AFTER + SLACK)
     await asyncio.sleep(1)
     assert receiver.sequences() == [1, 2, 3], "sent by the process that can read the secret"
+
+
+async def test_resealing_after_a_key_rotation_lets_the_old_key_go(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """`claims-realtime reseal-webhook-secrets` under `new,old`: a server given `new` alone
+    then agrees with the database's key check, sets fallbacks and opens the secrets."""
+    old, new = new_sealing_key(), new_sealing_key()
+    server = Server(tmp_path / "server", **{**ENV, "WEBHOOK_SECRET_KEY": old})
+    server.start()
+    try:
+        channel = await subscribe_with_fallback(server, receiver, unique("usr"))
+    finally:
+        server.stop()
+
+    resealed = subprocess.run(
+        [CLI, "reseal-webhook-secrets"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**server.env, "WEBHOOK_SECRET_KEY": f"{new},{old}"},
+    )
+    assert resealed.returncode == 0, resealed.stderr
+    assert "resealed 1 webhook secret(s)" in resealed.stdout
+
+    server.env["WEBHOOK_SECRET_KEY"] = new
+    server.start()
+    try:
+        state = await fallback_of(server, channel["channel_id"])
+        assert state["url"] == receiver.url
+        async with server.client() as http:
+            other = await server.subscribe("user", user_id=unique("usr"))
+            replaced = await http.put(
+                f"/api/v1/realtime-subscriptions/{other['channel_id']}/fallback",
+                json={"url": receiver.url, "after_seconds": AFTER},
+            )
+        assert replaced.status_code == 200, replaced.text
+    finally:
+        server.stop()

@@ -189,3 +189,28 @@ async def test_a_process_whose_keys_differ_sets_no_fallback() -> None:
         await fallbacks.set_fallback(channel.id, FallbackSpec("https://hooks.test/x", 60), stray)
     assert refused.value.checks == {"webhook_secret_key": "mismatch"}
     assert not await WebhookFallback.filter(channel_id=channel.id).exists()
+
+
+async def test_resealing_lets_the_old_key_go_and_leaves_unreadable_secrets_alone() -> None:
+    old, new = new_sealing_key(), new_sealing_key()
+    before = WebhookPolicy(SecretBox([old]), allowed_hosts=("hooks.test",))
+    assert await fallbacks.keys_agree(before.box)
+    made = [
+        await fallbacks.set_fallback(await user_channel(f"usr_{i}"), FallbackSpec(URL, 60), before)
+        for i in range(3)
+    ]
+    stranger = await user_channel("usr_x")
+    await fallbacks.set_fallback(stranger, FallbackSpec(URL, 60), before)
+    foreign = SecretBox([new_sealing_key()]).seal("whsec_foreign")
+    await WebhookFallback.filter(channel_id=stranger).update(secret=foreign)
+
+    done = await fallbacks.reseal_secrets(SecretBox([new, old]), batch=2)
+
+    assert (done.resealed, done.unreadable) == (3, 1)
+    only_new = SecretBox([new])
+    for found in made:
+        stored = await WebhookFallback.get(channel_id=found.fallback.channel_id)
+        assert only_new.open(stored.secret) == found.secret
+    assert (await WebhookFallback.get(channel_id=stranger)).secret == foreign
+    assert await fallbacks.keys_agree(only_new)
+    assert not await fallbacks.keys_agree(SecretBox([old]))
