@@ -32,8 +32,9 @@ node_modules/.installed: package.json package-lock.json
 run: $(STAMP)
 	$(BIN)/claims-realtime serve --host $(HOST) --port $(PORT)
 
-# The whole suite on SQLite, then again on PostgreSQL (a database created for the run); the
-# scale-out tests use PostgreSQL and Redis in both cases, so they run once.
+# The whole suite on SQLite, then again on PostgreSQL (a database created for the run) the
+# tests that reach that database (tests/conftest.py); the scale-out tests use PostgreSQL and
+# Redis in both cases, so they run once.
 # Then the realtime integration tests once more on the libraries' stock paths (FAST_PATHS=off,
 # docs/protocol.md), so that the fallback is proven too.
 FAST_PATHS_OFF_TESTS = $(addprefix tests/integration/,test_delivery.py test_js_client.py \

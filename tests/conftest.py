@@ -26,12 +26,33 @@ from tests.server import Server
 from tests.tokens import JWT_SECRET
 
 
+def _uses_the_pass_database(item: pytest.Item) -> bool:
+    """Whether the test reaches the pass's database (through `postgres_url`, which every
+    database fixture and every server given the pass's database depends on)."""
+    return "postgres_url" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each pass leaves out the in-process tests of the other database's code (they run in
     the other pass): one process cannot use both, Tortoise caches each model's SQL for the
-    first. `--database=postgres` drops the `sqlite` ones, the SQLite pass the `postgres` ones."""
-    other = "sqlite" if config.getoption("--database") == "postgres" else "postgres"
-    kept = [item for item in items if item.get_closest_marker(other) is None]
+    first. `--database=postgres` drops the `sqlite` ones, the SQLite pass the `postgres` ones.
+
+    The PostgreSQL pass also leaves out the tests that never reach its database (pure units,
+    servers on a SQLite file of their own, the wheel, the benchmark's smoke run): they ran,
+    identically, in the SQLite pass."""
+    on_postgres = config.getoption("--database") == "postgres"
+    other = "sqlite" if on_postgres else "postgres"
+    kept = [
+        item
+        for item in items
+        if item.get_closest_marker(other) is None
+        and (
+            not on_postgres
+            or item.get_closest_marker("postgres") is not None
+            or item.get_closest_marker("scaleout") is not None
+            or _uses_the_pass_database(item)
+        )
+    ]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
