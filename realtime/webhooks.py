@@ -2,8 +2,9 @@
 channel's subscriber has not confirmed within the fallback's `after_seconds`.
 
 Each poll it writes back what its finished channels did, then leases channels with
-something to look at (models.webhook_queue) up to its concurrency, and sends each one's due
-webhooks in sequence order, one request at a time per channel. A confirmation that reaches
+something to look at (models.webhook_queue) up to its concurrency, reads their windows of
+events in one query, and sends each one's due webhooks in sequence order, one request at a
+time per channel, through the sending process (realtime.webhook_sender). A confirmation that reaches
 any process before an event falls due cancels its webhook: the dispatcher reads the
 subscriber's confirmed cursor, plus what this process has not written back yet.
 """
