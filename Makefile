@@ -13,7 +13,7 @@ include .env
 export
 endif
 
-.PHONY: run test lint typecheck check-contract bench lock clean
+.PHONY: run test test-sqlite test-postgres lint typecheck check-contract bench lock clean
 
 # (Re)install whenever the dependency list or its lock changes: every package at the exact
 # version and hash of requirements/dev.txt (pip itself included, so no unpinned pip upgrade),
@@ -40,10 +40,17 @@ run: $(STAMP)
 FAST_PATHS_OFF_TESTS = $(addprefix tests/integration/,test_delivery.py test_js_client.py \
 	test_slow_consumer.py test_socket_fuzz.py test_crash.py test_protocol_conformance.py \
 	test_protocol_conformance_socketio.py test_silent_connections.py test_log_secrets.py)
+# The SQLite and PostgreSQL passes run side by side (their databases are apart, and much of
+# each is waiting on servers and clients); each one's output is shown when it ends.
 test: $(STAMP) node_modules/.installed lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 	FAST_PATHS=off $(BIN)/python -m pytest -m "not scaleout" $(FAST_PATHS_OFF_TESTS) $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP) node_modules/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP) node_modules/.installed
+	$(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

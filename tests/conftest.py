@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             not on_postgres
             or item.get_closest_marker("postgres") is not None
             or item.get_closest_marker("scaleout") is not None
-            or _uses_the_pass_database(item)
+            or (_uses_the_pass_database(item) and item.get_closest_marker("sqlite_pass") is None)
         )
     ]
     if len(kept) < len(items):

@@ -35,13 +35,10 @@ def require_node() -> None:
 
 
 @pytest.fixture(scope="module")
-def database(request: pytest.FixtureRequest) -> str:
+def database(postgres_url: str | None) -> str:
     """Where our server keeps its data: SQLite, or under `pytest --database=postgres` scratch
     databases the bench creates on the tests' PostgreSQL server."""
-    if request.config.getoption("--database") == "postgres":
-        services.require_postgres()
-        return "postgresql"
-    return "sqlite"
+    return "sqlite" if postgres_url is None else "postgresql"
 
 
 @pytest.fixture(scope="module")

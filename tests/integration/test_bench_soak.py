@@ -29,7 +29,7 @@ TIMEOUT = 120  # seconds; the run itself takes about 15
 
 @pytest.fixture(scope="module")
 def soak_run(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
 ) -> tuple[dict[str, Any], str]:
     require_node()
     output = tmp_path_factory.mktemp("soak") / "r.json"
@@ -52,8 +52,7 @@ def soak_run(
         "--output",
         str(output),
     ]
-    if request.config.getoption("--database") == "postgres":
-        services.require_postgres()
+    if postgres_url is not None:  # the PostgreSQL pass: scratch databases on its server
         command += ["--database-url", services.POSTGRES_ADMIN_URL]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
