@@ -312,3 +312,45 @@ async def test_two_processes_consume_once_in_order_and_one_takes_over_when_the_o
         assert [item["sequence"] for item in kept] == list(range(1, 61))
         assert await consumed(survivor) > 0
         await wait_until_empty(claims)
+
+
+SAME_DATABASE_TABLE = "claims_outbox_here"
+
+
+@pytest.fixture
+def shared_url() -> Iterator[str]:
+    """Our database holding the outbox too, under a table name of its own."""
+    with services.migrated_database("crt_outbox_same") as url:
+        subprocess.run(
+            [CLI, "outbox", "init"],
+            env={**os.environ, "OUTBOX_URL": url, "OUTBOX_TABLE": SAME_DATABASE_TABLE},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        yield url
+
+
+async def test_the_outbox_may_live_in_our_own_database_under_another_name(
+    tmp_path: Path, shared_url: str
+) -> None:
+    table = SAME_DATABASE_TABLE
+    server = outbox_server(tmp_path / "server", shared_url, shared_url, OUTBOX_TABLE=table)
+    server.start()
+    try:
+        user, claim = unique("usr"), unique("clm")
+        channel = await server.subscribe("user", user_id=user)
+        connection = await asyncpg.connect(shared_url)
+        try:
+            async with connection.transaction():
+                await connection.execute(
+                    f"INSERT INTO {table} (event) SELECT unnest($1::jsonb[])",
+                    [json.dumps(event(user, claim, n)) for n in range(3)],
+                )
+        finally:
+            await connection.close()
+        kept = await wait_for_history(server, channel["channel_id"], 3)
+        assert [item["data"]["n"] for item in kept] == [0, 1, 2]
+        assert [item["sequence"] for item in kept] == [1, 2, 3]
+    finally:
+        server.stop()
