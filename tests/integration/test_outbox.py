@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -26,6 +27,7 @@ from tests import services
 from tests.helpers import unique
 from tests.programs import run_js_client
 from tests.server import CLI, Server
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
 
@@ -354,3 +356,45 @@ async def test_the_outbox_may_live_in_our_own_database_under_another_name(
         assert [item["sequence"] for item in kept] == [1, 2, 3]
     finally:
         server.stop()
+
+
+async def ready_checks(server: Server) -> dict[str, str]:
+    async with server.client() as http:
+        response = await http.get("/api/v1/health/ready")
+    body = response.json()
+    return dict(body["checks"])
+
+
+async def test_while_our_database_is_down_every_row_waits_and_is_consumed_once_it_is_back(
+    tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
+) -> None:
+    parts = urlsplit(services.POSTGRES_ADMIN_URL)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        through_proxy = urlsplit(ours)._replace(netloc=f"postgres@127.0.0.1:{proxy.port}")
+        server = Server(
+            tmp_path / "server",
+            DATABASE_URL=through_proxy.geturl(),
+            OUTBOX_URL=claims_url,
+            OUTBOX_POLL_INTERVAL="0.2",
+        )
+        server.start()
+        try:
+            user, claim = unique("usr"), unique("clm")
+            channel = await server.subscribe("user", user_id=user)
+            proxy.cut()
+            deadline = time.monotonic() + WAIT
+            while (await ready_checks(server))["database"] != "unavailable":
+                assert time.monotonic() < deadline, "the server did not notice the outage"
+                await asyncio.sleep(0.1)
+            for n in range(3):
+                await change_claim(claims, claim, event(user, claim, n))
+            await asyncio.sleep(1.0)  # five polls: a consumer that dropped rows would have
+            assert await claims.fetchval(f"SELECT count(*) FROM {TABLE}") == 3
+            assert await claims.fetchval(f"SELECT count(*) FROM {TABLE}_rejected") == 0
+            proxy.restore()
+            kept = await wait_for_history(server, channel["channel_id"], 3)
+            assert [item["data"]["n"] for item in kept] == [0, 1, 2]
+            assert [item["sequence"] for item in kept] == [1, 2, 3]
+            await wait_until_empty(claims)
+        finally:
+            server.stop()
