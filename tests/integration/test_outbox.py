@@ -398,3 +398,39 @@ async def test_while_our_database_is_down_every_row_waits_and_is_consumed_once_i
             await wait_until_empty(claims)
         finally:
             server.stop()
+
+
+async def test_an_unreachable_outbox_is_reported_not_fatal_and_consumed_again_once_back(
+    tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
+) -> None:
+    parts = urlsplit(services.POSTGRES_ADMIN_URL)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        through_proxy = urlsplit(claims_url)._replace(netloc=f"postgres@127.0.0.1:{proxy.port}")
+        server = outbox_server(
+            tmp_path / "server", ours, through_proxy.geturl(), OUTBOX_POLL_INTERVAL="0.2"
+        )
+        server.start()
+        try:
+            user, claim = unique("usr"), unique("clm")
+            channel = await server.subscribe("user", user_id=user)
+            deadline = time.monotonic() + WAIT
+            while (await ready_checks(server)).get("outbox") != "ok":
+                assert time.monotonic() < deadline, await ready_checks(server)
+                await asyncio.sleep(0.1)
+            proxy.cut()
+            while (await ready_checks(server))["outbox"] != "unavailable":
+                assert time.monotonic() < deadline, await ready_checks(server)
+                await asyncio.sleep(0.1)
+            async with server.client() as http:
+                assert (await http.get("/api/v1/health/ready")).status_code == 200
+            for n in range(3):
+                await change_claim(claims, claim, event(user, claim, n))
+            proxy.restore()
+            kept = await wait_for_history(server, channel["channel_id"], 3)
+            assert [item["data"]["n"] for item in kept] == [0, 1, 2]
+            deadline = time.monotonic() + WAIT
+            while (await ready_checks(server))["outbox"] != "ok":
+                assert time.monotonic() < deadline, await ready_checks(server)
+                await asyncio.sleep(0.1)
+        finally:
+            server.stop()
