@@ -50,6 +50,11 @@ _BATCH_FIELD = re.compile(r"events\.(\d+)\.")
 EventCheck = Callable[[Any], str | None]
 
 
+class RecordingFailed(RuntimeError):
+    """Recording a batch failed here, not in the outbox database (whose errors, asyncpg's
+    too, mean reconnecting); the rows stay, and are tried again at the next poll."""
+
+
 class OutboxConsumer:
     """Consumes the outbox table `table` in the database at `url` (see the module docstring)."""
 
@@ -217,7 +222,8 @@ class OutboxConsumer:
                 continue
             except Exception as exc:
                 if database_unavailable(exc) is None:
-                    raise
+                    # Not the outbox's fault: keep its connection (and the lead).
+                    raise RecordingFailed("recording outbox events failed") from exc
                 if not self._ours_down:
                     log.warning("our database is unavailable: outbox rows wait until it is back")
                 self._ours_down = True
