@@ -50,11 +50,12 @@ from claims_realtime.realtime.hub import Hub
 from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.realtime.metrics import process_exited, watch_collections
 from claims_realtime.realtime.namespace import ChannelNamespace
+from claims_realtime.realtime.outbox import OutboxConsumer
 from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.realtime.webhooks import WebhookDispatcher
 from claims_realtime.settings import Settings
 from claims_realtime.static import AsyncApiRoute, package_file
-from claims_realtime.validation import validator_map
+from claims_realtime.validation import body_problem, request_body_schema, validator_map
 from claims_realtime.webhook_key import webhook_policy
 
 SPEC_FILE = "claims-realtime.yaml"
@@ -150,6 +151,22 @@ def webhook_dispatcher(settings: Settings, policy: WebhookPolicy, hub: Hub) -> W
     )
 
 
+def outbox_consumer(settings: Settings, hub: Hub) -> OutboxConsumer | None:
+    """The outbox consumer when OUTBOX_URL is set: each row's event is checked against the
+    very schema `POST /claim-events` validates its body with."""
+    if settings.outbox_url is None:
+        return None
+    schema = request_body_schema(load_spec(), "/claim-events", "post")
+    return OutboxConsumer(
+        hub,
+        settings.outbox_url,
+        settings.outbox_table,
+        check=functools.partial(body_problem, schema),
+        poll_interval=settings.outbox_poll_seconds,
+        batch_size=settings.outbox_batch_size,
+    )
+
+
 def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     """Build the service. Nothing touches the database until the ASGI lifespan starts."""
     settings = (settings or Settings.from_env()).with_defaults()
@@ -180,6 +197,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     )
     # The channel namespaces (`/channels/<id>`) join and leave channels through the hub.
     sio.register_namespace(ChannelNamespace(hub))
+    consumer = outbox_consumer(settings, hub)
+    if consumer is not None:
+        hub.readiness_checks["outbox"] = consumer.readiness
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -199,6 +219,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             dispatcher = webhook_dispatcher(settings, policy, hub)
             await dispatcher.start()
             started.push_async_callback(dispatcher.stop)
+            if consumer is not None:
+                await consumer.start()
+                started.push_async_callback(consumer.stop)
             # Lifespan state: copied into every request's `request.state`.
             yield {
                 "settings": settings,

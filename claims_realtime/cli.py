@@ -1,4 +1,5 @@
-"""`claims-realtime`: serve the API, migrate the schema, publish an event, tail a channel."""
+"""`claims-realtime`: serve the API, migrate the schema, set up the outbox, publish an event,
+tail a channel."""
 
 from __future__ import annotations
 
@@ -154,6 +155,28 @@ def _reseal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox_init(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from claims_realtime.models import outbox
+
+    settings = Settings.from_env()
+    if settings.outbox_url is None:
+        raise SystemExit("OUTBOX_URL is not set: the postgres:// URL of the outbox's database")
+
+    async def run() -> None:
+        connection = await asyncpg.connect(settings.outbox_url)
+        try:
+            await outbox.create(connection, settings.outbox_table)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    table = settings.outbox_table
+    print(f"outbox ready: {table}, {outbox.rejected_table(table)} and the NOTIFY trigger")
+    return 0
+
+
 def _publisher_key(explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -270,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(after a rotation, so the old keys can be dropped) and exit",
     )
     reseal.set_defaults(run=_reseal)
+
+    outbox = commands.add_parser(
+        "outbox", help="the transactional outbox in the claims database (OUTBOX_URL)"
+    )
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    outbox_init = outbox_commands.add_parser(
+        "init",
+        help="create the OUTBOX_TABLE table, its _rejected table and the NOTIFY trigger "
+        "(idempotent) and exit",
+    )
+    outbox_init.set_defaults(run=_outbox_init)
 
     publish = commands.add_parser("publish", help="publish one claim event")
     publish.add_argument("--type", required=True, help="status_changed, claim_submitted, ...")

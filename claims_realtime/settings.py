@@ -32,6 +32,9 @@ DEFAULT_PING_TIMEOUT = 20.0
 MIN_PING_SECONDS = 1.0
 #: The publisher key is a bearer secret like JWT_SECRET: at least as long (RFC 7518 3.2).
 MIN_PUBLISHER_KEY_BYTES = 32
+DEFAULT_OUTBOX_TABLE = "claims_realtime_outbox"
+#: Leaves room for the `_rejected` suffix within PostgreSQL's 63-byte identifiers.
+OUTBOX_TABLE_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,50}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -161,6 +164,15 @@ class Settings:
     webhook_poll_seconds: float = 1.0
     #: How long a webhook is retried before it is kept as a final failure.
     webhook_retry_for_seconds: float = 86400.0
+    #: PostgreSQL holding the transactional outbox (postgres://...); None: no consumer.
+    outbox_url: str | None = None
+    #: The outbox table (its rejected rows go to `<table>_rejected`, its NOTIFY channel is
+    #: named the same); a plain SQL identifier, since it is spliced into statements.
+    outbox_table: str = DEFAULT_OUTBOX_TABLE
+    #: How often the outbox is read without a NOTIFY (the most a lost one delays an event).
+    outbox_poll_seconds: float = 1.0
+    #: Outbox rows read, validated and recorded per transaction.
+    outbox_batch_size: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -229,6 +241,7 @@ class Settings:
             fast_paths=_on_off(env, "FAST_PATHS", default["fast_paths"]),
             **_access_settings(env, default),
             **_webhook_settings(env, default),
+            **_outbox_settings(env, default),
         )
 
     def with_defaults(self) -> Settings:
@@ -338,5 +351,28 @@ def _webhook_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dic
         ),
         "webhook_retry_for_seconds": _duration(
             env, "WEBHOOK_RETRY_FOR", default["webhook_retry_for_seconds"]
+        ),
+    }
+
+
+def _outbox_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dict[str, Any]:
+    """OUTBOX_*: the transactional outbox consumer (off unless OUTBOX_URL is set)."""
+    url = env.get("OUTBOX_URL", "").strip() or None
+    if url is not None and url.split("://", 1)[0] not in ("postgres", "postgresql"):
+        raise ValueError(f"OUTBOX_URL must be a postgres:// URL, got {url.split('://', 1)[0]!r}")
+    table = env.get("OUTBOX_TABLE", "").strip() or default["outbox_table"]
+    if not OUTBOX_TABLE_PATTERN.fullmatch(table):
+        raise ValueError(
+            "OUTBOX_TABLE must be a plain lowercase SQL identifier "
+            f"([a-z_][a-z0-9_]*, at most 51 characters), got {table!r}"
+        )
+    return {
+        "outbox_url": url,
+        "outbox_table": table,
+        "outbox_poll_seconds": _duration(
+            env, "OUTBOX_POLL_INTERVAL", default["outbox_poll_seconds"]
+        ),
+        "outbox_batch_size": _int(
+            env, "OUTBOX_BATCH_SIZE", default["outbox_batch_size"], minimum=1
         ),
     }

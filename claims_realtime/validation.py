@@ -30,6 +30,7 @@ from connexion.exceptions import (
     ExtraParameterProblem,
     UnsupportedMediaTypeProblem,
 )
+from connexion.json_schema import resolve_refs
 from connexion.lifecycle import ConnexionRequest
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
@@ -118,6 +119,39 @@ def accepted_fast(schema: dict[str, t.Any], body: t.Any) -> bool:
     return True
 
 
+def check_body(schema: dict[str, t.Any], body: t.Any) -> None:
+    """Validate a parsed JSON body against its (resolved) request `schema` as every request
+    is: FieldProblem, naming the field, if it is invalid."""
+    if accepted_fast(schema, body):
+        return
+    validator = RequestBodySchemaValidator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+    try:
+        validator.validate(body)
+    except ValidationError as exc:
+        field = _error_field(exc)
+        raise FieldProblem(field, shorten(f"{field}: {exc.message}")) from None
+
+
+def request_body_schema(document: dict[str, t.Any], path: str, method: str) -> dict[str, t.Any]:
+    """An operation's JSON request body schema, its `$ref`s resolved as Connexion resolves
+    the document it serves."""
+    resolved = resolve_refs(document)
+    schema: dict[str, t.Any] = resolved["paths"][path][method]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
+    return schema
+
+
+def body_problem(schema: dict[str, t.Any], body: t.Any) -> str | None:
+    """None if `body` is valid against `schema`, else the detail a 400 would carry (it names
+    the field): for bodies that come another way than HTTP (the outbox)."""
+    try:
+        check_body(schema, body)
+    except FieldProblem as problem:
+        return str(problem.detail)
+    return None
+
+
 class BodyValidator(JSONRequestBodyValidator):
     """JSON body validation that answers 4xx, naming the field, for every malformed body."""
 
@@ -155,16 +189,8 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: t.Any) -> dict[str, t.Any] | None:
         if not self._nullable and body is None:
             raise FieldProblem("body", "The request body must not be empty.")
-        if accepted_fast(self._schema, body):
-            return None  # what jsonschema's validate() returns for a valid body
-        validator = RequestBodySchemaValidator(
-            self._schema, format_checker=Draft4Validator.FORMAT_CHECKER
-        )
-        try:
-            return t.cast("dict[str, t.Any] | None", validator.validate(body))
-        except ValidationError as exc:
-            field = _error_field(exc)
-            raise FieldProblem(field, shorten(f"{field}: {exc.message}")) from None
+        check_body(self._schema, body)
+        return None  # what jsonschema's validate() returns for a valid body
 
 
 class ParametersValidator(ParameterValidator):

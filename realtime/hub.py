@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +102,8 @@ class Hub:
         sio.on_sequence_ack = self.fanout.confirm
         sio.on_connection_ack = self.fanout.confirm_connection
         sio.on_namespace_connected = self._on_namespace_connected
+        #: Further readiness checks by name (the outbox consumer's, when enabled).
+        self.readiness_checks: dict[str, Callable[[], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._stopping = asyncio.Event()
@@ -364,12 +366,15 @@ class Hub:
                 self.fanout.advance_head(channel_id, head)
 
     async def readiness(self) -> dict[str, str]:
-        """`ok`/`unavailable` per dependency (`not_configured` for an absent Redis)."""
+        """`ok`/`unavailable` per dependency (`not_configured` for an absent Redis), then the
+        `readiness_checks` (the outbox: `ok`, `lagging` or `unavailable`)."""
         checks = {"database": "ok" if await database_reachable() else "unavailable"}
         if self.broker.distributed:
             checks["redis"] = "ok" if await self.broker.ping() else "unavailable"
         else:
             checks["redis"] = "not_configured"
+        for name, check in self.readiness_checks.items():
+            checks[name] = check()
         return checks
 
     async def prune(self) -> None:

@@ -144,6 +144,39 @@ WEBHOOK_OLDEST_DUE = Gauge(
     multiprocess_mode="max",
 )
 
+_OUTBOX_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1_000)
+# Outbox insert -> our commit includes the claims transaction's own time and the poll.
+_OUTBOX_LATENCY_BUCKETS = (*_LATENCY_BUCKETS, 30.0, 60.0, 300.0)
+_OUTBOX_ROWS = Counter(
+    "claims_realtime_outbox_rows",
+    "Transactional outbox rows dealt with: outcome=consumed (recorded, or a duplicate of an "
+    "event already recorded, and deleted), rejected (moved to <OUTBOX_TABLE>_rejected).",
+    ["outcome"],
+)
+OUTBOX_CONSUMED = _OUTBOX_ROWS.labels(outcome="consumed")
+OUTBOX_REJECTED = _OUTBOX_ROWS.labels(outcome="rejected")
+OUTBOX_BATCH_SIZE = Histogram(
+    "claims_realtime_outbox_batch_size_rows",
+    "Outbox rows read by each consumer run that found some.",
+    buckets=_OUTBOX_BATCH_BUCKETS,
+)
+OUTBOX_WAITING = Gauge(
+    "claims_realtime_outbox_rows_waiting",
+    "Rows in the outbox table not consumed yet, sampled at each consumer run.",
+    multiprocess_mode="max",
+)
+OUTBOX_OLDEST = Gauge(
+    "claims_realtime_outbox_oldest_seconds",
+    "Age of the oldest row waiting in the outbox table (0: none), sampled at each run.",
+    multiprocess_mode="max",
+)
+OUTBOX_LATENCY = Histogram(
+    "claims_realtime_outbox_latency_seconds",
+    "From an outbox row's insert (its created_at, by the outbox database's clock) to the "
+    "commit of its event here.",
+    buckets=_OUTBOX_LATENCY_BUCKETS,
+)
+
 
 def sample_process(engine_sessions: int | None = None) -> None:
     """Refresh this process's sampled gauges (at each scrape, and each heartbeat so that

@@ -138,3 +138,42 @@ def test_settings_are_what_handlers_read() -> None:
     assert seen.public_url == "https://rt.example.com"
     assert seen.max_channels_per_user == 100
     assert seen.jwt_coordinator_roles == Settings().jwt_coordinator_roles
+
+
+def test_the_outbox_consumer_is_off_by_default() -> None:
+    settings = Settings.from_env({})
+    assert settings.outbox_url is None
+    assert settings.outbox_table == "claims_realtime_outbox"
+    assert (settings.outbox_poll_seconds, settings.outbox_batch_size) == (1.0, 500)
+
+
+def test_outbox_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "OUTBOX_URL": "postgres://claims@db:5432/claims",
+            "OUTBOX_TABLE": "claim_outbox_2",
+            "OUTBOX_POLL_INTERVAL": "250",
+            "OUTBOX_BATCH_SIZE": "50",
+        }
+    )
+    assert settings.outbox_url == "postgres://claims@db:5432/claims"
+    assert settings.outbox_table == "claim_outbox_2"
+    assert (settings.outbox_poll_seconds, settings.outbox_batch_size) == (250, 50)
+    assert Settings.from_env({"OUTBOX_URL": "postgresql://h/d"}).outbox_url == "postgresql://h/d"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"OUTBOX_URL": "sqlite:///tmp/x.sqlite3"}, "OUTBOX_URL must be a postgres:// URL"),
+        ({"OUTBOX_TABLE": "Outbox"}, "OUTBOX_TABLE must be a plain lowercase SQL identifier"),
+        ({"OUTBOX_TABLE": "outbox; drop table x"}, "OUTBOX_TABLE must be a plain"),
+        ({"OUTBOX_TABLE": "1outbox"}, "OUTBOX_TABLE must be a plain"),
+        ({"OUTBOX_TABLE": "o" * 52}, "OUTBOX_TABLE must be a plain"),
+        ({"OUTBOX_POLL_INTERVAL": "0"}, "OUTBOX_POLL_INTERVAL must be positive"),
+        ({"OUTBOX_BATCH_SIZE": "0"}, "OUTBOX_BATCH_SIZE must be >= 1"),
+    ],
+)
+def test_bad_outbox_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)

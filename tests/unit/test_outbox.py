@@ -1,0 +1,139 @@
+"""The outbox's pure parts: derived event ids, the lock key, the event check shared with
+`POST /claim-events`, and how a batch the domain refuses a row of is recorded."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from claims_realtime.app import load_spec
+from claims_realtime.models.errors import InvalidInput
+from claims_realtime.models.outbox import OutboxRow, event_id_for, lock_key
+from claims_realtime.realtime.outbox import OutboxConsumer
+from claims_realtime.validation import body_problem, request_body_schema
+from tests.helpers import PUBLISHER_KEY
+
+#: ClaimEventInput.event_id's pattern and length, from the document.
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+CREATED = datetime(2026, 3, 26, 8, 14, 22, 123456, tzinfo=UTC)
+
+
+def check() -> Any:
+    return functools.partial(
+        body_problem, request_body_schema(load_spec(), "/claim-events", "post")
+    )
+
+
+def test_derived_event_ids_are_stable_valid_and_name_one_row() -> None:
+    row = OutboxRow(41, {}, CREATED)
+    derived = event_id_for("claims", "claims_realtime_outbox", row)
+    assert derived == event_id_for(
+        "claims", "claims_realtime_outbox", OutboxRow(41, {"x": 1}, CREATED)
+    )
+    assert derived.startswith("evt_outbox_") and EVENT_ID.fullmatch(derived)
+    assert len(derived) <= 128
+    others = {
+        event_id_for("claims", "claims_realtime_outbox", OutboxRow(42, {}, CREATED)),
+        event_id_for("claims2", "claims_realtime_outbox", row),
+        event_id_for("claims", "other_outbox", row),
+        # The same id again after the sequence restarted: another row, another event.
+        event_id_for(
+            "claims", "claims_realtime_outbox", OutboxRow(41, {}, CREATED.replace(year=2027))
+        ),
+    }
+    assert derived not in others and len(others) == 4
+
+
+def test_the_lock_key_is_a_bigint_of_the_table() -> None:
+    key = lock_key("claims_realtime_outbox")
+    assert -(2**63) <= key < 2**63
+    assert key == lock_key("claims_realtime_outbox") != lock_key("other_outbox")
+
+
+async def test_a_row_is_checked_as_post_claim_events_checks_its_body(
+    api: httpx.AsyncClient,
+) -> None:
+    bad = {"event_type": "claim_exploded", "claim_id": "clm_1", "organisation_id": "org_1"}
+    response = await api.post(
+        "/api/v1/claim-events", json=bad, headers={"X-Publisher-Key": PUBLISHER_KEY}
+    )
+    assert response.status_code == 400
+    assert check()(bad) == response.json()["detail"]
+    good = {**bad, "event_type": "claim_approved", "user_id": "usr_1"}
+    assert check()(good) is None
+    assert check()([good]) is not None
+
+
+class FakeHub:
+    """Refuses (as ingest would) any batch holding an event with `data.bad`."""
+
+    def __init__(self) -> None:
+        self.recorded: list[list[Mapping[str, Any]]] = []
+
+    async def publish(self, events: Sequence[Mapping[str, Any]], *, batch: bool) -> list[Any]:
+        assert batch
+        for i, event in enumerate(events):
+            if event["data"].get("bad"):
+                raise InvalidInput(f"events.{i}.data", f"events.{i}.data is larger than 1 bytes")
+        self.recorded.append(list(events))
+        return []
+
+
+async def test_a_row_the_domain_refuses_is_rejected_and_the_rest_recorded_in_order() -> None:
+    hub = FakeHub()
+    consumer = OutboxConsumer(
+        hub,  # type: ignore[arg-type]
+        "postgres://unused",
+        "claims_realtime_outbox",
+        check=check(),
+        poll_interval=1.0,
+        batch_size=10,
+    )
+    rows = [OutboxRow(i, {"data": {"n": i, "bad": i in (2, 4)}}, CREATED) for i in range(1, 6)]
+    valid = [(row, dict(row.event)) for row in rows]
+    rejected: list[tuple[int, str]] = []
+    assert await consumer._record(valid, rejected)
+    assert [[event["data"]["n"] for event in call] for call in hub.recorded] == [[1, 3, 5]]
+    assert [row.id for row, _ in valid] == [1, 3, 5]
+    assert rejected == [(2, "data is larger than 1 bytes"), (4, "data is larger than 1 bytes")]
+
+
+async def test_a_database_outage_keeps_every_row() -> None:
+    class DownHub:
+        async def publish(self, events: Any, *, batch: bool) -> list[Any]:
+            raise OSError("connection refused")
+
+    consumer = OutboxConsumer(
+        DownHub(),  # type: ignore[arg-type]
+        "postgres://unused",
+        "claims_realtime_outbox",
+        check=check(),
+        poll_interval=1.0,
+        batch_size=10,
+    )
+    valid = [(OutboxRow(1, {}, CREATED), {"data": {}})]
+    rejected: list[tuple[int, str]] = []
+    assert not await consumer._record(valid, rejected)
+    assert len(valid) == 1 and rejected == []
+
+
+@pytest.mark.parametrize("oldest, state", [(0.0, "ok"), (29.0, "ok"), (31.0, "lagging")])
+def test_readiness_says_lagging_past_the_threshold(oldest: float, state: str) -> None:
+    consumer = OutboxConsumer(
+        FakeHub(),  # type: ignore[arg-type]
+        "postgres://unused",
+        "claims_realtime_outbox",
+        check=check(),
+        poll_interval=1.0,
+        batch_size=10,
+    )
+    assert consumer.readiness() == "unavailable"  # not connected yet
+    consumer._connection = object()  # type: ignore[assignment]  # as if connected
+    consumer._oldest = oldest
+    assert consumer.readiness() == state
