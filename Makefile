@@ -46,11 +46,12 @@ test: $(STAMP) node_modules/.installed lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 	FAST_PATHS=off $(BIN)/python -m pytest -m "not scaleout" $(FAST_PATHS_OFF_TESTS) $(PYTEST_ARGS)
 
+# Each pass starts its servers on ports of its own range (tools/bench/servers.free_port).
 test-sqlite: $(STAMP) node_modules/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PORT_RANGE=20000-25999 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-postgres: $(STAMP) node_modules/.installed
-	$(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
+	PORT_RANGE=26000-31999 $(BIN)/python -m pytest --database=postgres -m "not scaleout" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,11 @@ from typing import IO, Any
 import httpx
 
 from tests.helpers import PUBLISHER_KEY, ROOT, WEBHOOK_SECRET_KEY
+from tools.bench.servers import free_port
+
+__all__ = ["CLI", "Server", "free_port"]
 
 CLI = str(Path(sys.executable).parent / "claims-realtime")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:

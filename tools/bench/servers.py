@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,9 +35,19 @@ START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1. With PORT_RANGE (`low-high`, below the kernel's ephemeral
+    ports) it comes from that range: `make test` runs two test passes at once, and two
+    processes asking the kernel for a free port can be handed the same one before either
+    server binds it."""
+    chosen = os.environ.get("PORT_RANGE")
+    low, high = (int(end) for end in chosen.split("-")) if chosen else (0, 0)
+    while True:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", random.randint(low, high) if chosen else 0))
+            except OSError:
+                continue  # taken: draw again
+            return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
