@@ -33,11 +33,15 @@ MIN_PING_SECONDS = 1.0
 #: The publisher key is a bearer secret like JWT_SECRET: at least as long (RFC 7518 3.2).
 MIN_PUBLISHER_KEY_BYTES = 32
 DEFAULT_OUTBOX_TABLE = "claims_realtime_outbox"
+#: ClaimEventBatch's maxItems in the OpenAPI document: the most events one batch records.
+MAX_BATCH_EVENTS = 500
 #: Leaves room for the `_rejected` suffix within PostgreSQL's 63-byte identifiers.
 OUTBOX_TABLE_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,50}")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -47,6 +51,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -372,7 +378,12 @@ def _outbox_settings(env: Mapping[str, str], default: Mapping[str, Any]) -> dict
         "outbox_poll_seconds": _duration(
             env, "OUTBOX_POLL_INTERVAL", default["outbox_poll_seconds"]
         ),
+        # At most what one `POST /claim-events/batch` may carry: a run is one such batch.
         "outbox_batch_size": _int(
-            env, "OUTBOX_BATCH_SIZE", default["outbox_batch_size"], minimum=1
+            env,
+            "OUTBOX_BATCH_SIZE",
+            default["outbox_batch_size"],
+            minimum=1,
+            maximum=MAX_BATCH_EVENTS,
         ),
     }

@@ -172,6 +172,7 @@ def test_outbox_settings_are_read() -> None:
         ({"OUTBOX_TABLE": "o" * 52}, "OUTBOX_TABLE must be a plain"),
         ({"OUTBOX_POLL_INTERVAL": "0"}, "OUTBOX_POLL_INTERVAL must be positive"),
         ({"OUTBOX_BATCH_SIZE": "0"}, "OUTBOX_BATCH_SIZE must be >= 1"),
+        ({"OUTBOX_BATCH_SIZE": "501"}, "OUTBOX_BATCH_SIZE must be <= 500"),
     ],
 )
 def test_bad_outbox_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
