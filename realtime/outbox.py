@@ -22,6 +22,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,9 @@ LAG_THRESHOLD_SECONDS = 30.0
 MAX_RECONNECT_SECONDS = 30.0
 #: How long connecting (and each statement) may take before the outbox counts as unreachable.
 OUTBOX_TIMEOUT_SECONDS = 10.0
+#: Runs a row may fail to record, neither refused nor for an outage (a bug, say), before it
+#: is rejected: the rows behind it wait that many poll intervals at most, not forever.
+MAX_RECORD_ATTEMPTS = 3
 #: A domain error about one event of a batch names it: `events.<i>.<field>`.
 _BATCH_FIELD = re.compile(r"events\.(\d+)\.")
 
@@ -51,8 +55,16 @@ EventCheck = Callable[[Any], str | None]
 
 
 class RecordingFailed(RuntimeError):
-    """Recording a batch failed here, not in the outbox database (whose errors, asyncpg's
-    too, mean reconnecting); the rows stay, and are tried again at the next poll."""
+    """Recording failed here, neither refused by the domain nor for want of our database:
+    counted per row, and the row rejected after MAX_RECORD_ATTEMPTS (see _record)."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """The rows one run recorded, in id order; not `complete` if some must wait."""
+
+    rows: list[OutboxRow]
+    complete: bool
 
 
 class OutboxConsumer:
@@ -83,6 +95,8 @@ class OutboxConsumer:
         self._oldest = 0.0
         self._outbox_down = False
         self._ours_down = False
+        #: Failed attempts per row id, of rows that failed to record alone (see _give_up).
+        self._attempts: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -166,8 +180,8 @@ class OutboxConsumer:
         metrics.OUTBOX_OLDEST.set(self._oldest)
 
     async def consume(self, connection: asyncpg.Connection) -> int:
-        """Consume one batch; answer how many rows it read (0 if our database is down: they
-        stay for the next run)."""
+        """Consume one batch; answer how many rows it read, or 0 when some must wait for the
+        next run (our database is down, or a row failed in a way that may pass)."""
         rows = await outbox.read(connection, self.table, self.batch_size)
         if not rows:
             return 0
@@ -180,13 +194,14 @@ class OutboxConsumer:
                 rejected.append((row.id, problem))
             else:
                 valid.append((row, self._event(row)))
-        if not await self._record(valid, rejected):
+        recording = await self._record(valid, rejected)
+        if not recording.rows and not rejected:
             return 0
-        await outbox.settle(connection, self.table, [row.id for row, _ in valid], rejected)
+        await outbox.settle(connection, self.table, [row.id for row in recording.rows], rejected)
         now = datetime.now(UTC)
-        for row, _ in valid:
+        for row in recording.rows:
             metrics.OUTBOX_LATENCY.observe(max(0.0, (now - row.created_at).total_seconds()))
-        metrics.OUTBOX_CONSUMED.inc(len(valid))
+        metrics.OUTBOX_CONSUMED.inc(len(recording.rows))
         metrics.OUTBOX_REJECTED.inc(len(rejected))
         if rejected:
             log.warning(
@@ -195,7 +210,7 @@ class OutboxConsumer:
                 outbox.rejected_table(self.table),
                 "; ".join(f"id {row_id}: {problem}" for row_id, problem in rejected[:3]),
             )
-        return len(rows)
+        return len(rows) if recording.complete else 0
 
     def _event(self, row: OutboxRow) -> dict[str, Any]:
         event = dict(row.event)
@@ -207,16 +222,61 @@ class OutboxConsumer:
         self,
         valid: list[tuple[OutboxRow, dict[str, Any]]],
         rejected: list[tuple[int, str]],
-    ) -> bool:
+    ) -> Recording:
         """Record the valid events in id order, in one transaction; a row the domain refuses
-        moves from `valid` to `rejected`. False if our database cannot take them now."""
+        moves to `rejected`. If the batch fails otherwise, the rows are recorded one by one,
+        to find the one that fails: it and the rows behind it wait for the next run, and
+        after MAX_RECORD_ATTEMPTS runs it is rejected, so that it cannot hold up the queue."""
+        try:
+            if not await self._publish(valid, rejected):
+                return Recording([], complete=False)
+            return Recording([row for row, _ in valid], complete=True)
+        except RecordingFailed:
+            log.exception("recording %d outbox events failed: trying them one by one", len(valid))
+        recorded: list[OutboxRow] = []
+        for item in valid:
+            alone = [item]
+            try:
+                if not await self._publish(alone, rejected):
+                    return Recording(recorded, complete=False)
+            except RecordingFailed as exc:
+                if not self._give_up(item[0], exc, rejected):
+                    return Recording(recorded, complete=False)
+                continue
+            self._attempts.pop(item[0].id, None)
+            recorded += [row for row, _ in alone]
+        return Recording(recorded, complete=True)
+
+    def _give_up(
+        self, row: OutboxRow, exc: RecordingFailed, rejected: list[tuple[int, str]]
+    ) -> bool:
+        """Count a failed attempt at `row`; True once it is rejected for good."""
+        attempts = self._attempts.get(row.id, 0) + 1
+        if attempts < MAX_RECORD_ATTEMPTS:
+            self._attempts[row.id] = attempts
+            log.warning("outbox row %d failed to record (attempt %d); it waits", row.id, attempts)
+            return False
+        self._attempts.pop(row.id, None)
+        cause = exc.__cause__ or exc
+        problem = f"failed to record {attempts} times: {type(cause).__name__}: {cause}"
+        rejected.append((row.id, problem))
+        return True
+
+    async def _publish(
+        self,
+        valid: list[tuple[OutboxRow, dict[str, Any]]],
+        rejected: list[tuple[int, str]],
+    ) -> bool:
+        """One `Hub.publish` of the valid events (again without any the domain refuses);
+        False if our database cannot take them now; RecordingFailed on any other error."""
         while valid:
             try:
                 await self.hub.publish([event for _, event in valid], batch=True)
             except (InvalidInput, EventIdConflict) as exc:
-                index = _batch_index(exc.field)
+                # Alone, the event refused is this one, whatever field the error names.
+                index = 0 if len(valid) == 1 else _batch_index(exc.field)
                 if index is None or index >= len(valid):
-                    raise
+                    raise RecordingFailed("the domain refused an event it did not name") from exc
                 row, _ = valid.pop(index)
                 rejected.append((row.id, exc.detail.replace(f"events.{index}.", "")))
                 continue

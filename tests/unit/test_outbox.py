@@ -16,6 +16,7 @@ from claims_realtime.app import load_spec
 from claims_realtime.models.errors import InvalidInput
 from claims_realtime.models.outbox import OutboxRow, event_id_for, lock_key
 from claims_realtime.realtime.outbox import OutboxConsumer
+from claims_realtime.settings import MAX_BATCH_EVENTS
 from claims_realtime.validation import body_problem, request_body_schema
 from tests.helpers import PUBLISHER_KEY
 
@@ -70,6 +71,11 @@ async def test_a_row_is_checked_as_post_claim_events_checks_its_body(
     assert check()([good]) is not None
 
 
+def test_a_consumer_batch_is_at_most_what_the_batch_api_accepts() -> None:
+    batch = load_spec()["components"]["schemas"]["ClaimEventBatch"]["properties"]["events"]
+    assert batch["maxItems"] == MAX_BATCH_EVENTS
+
+
 class FakeHub:
     """Refuses (as ingest would) any batch holding an event with `data.bad`."""
 
@@ -98,9 +104,9 @@ async def test_a_row_the_domain_refuses_is_rejected_and_the_rest_recorded_in_ord
     rows = [OutboxRow(i, {"data": {"n": i, "bad": i in (2, 4)}}, CREATED) for i in range(1, 6)]
     valid = [(row, dict(row.event)) for row in rows]
     rejected: list[tuple[int, str]] = []
-    assert await consumer._record(valid, rejected)
+    recording = await consumer._record(valid, rejected)
+    assert recording.complete and [row.id for row in recording.rows] == [1, 3, 5]
     assert [[event["data"]["n"] for event in call] for call in hub.recorded] == [[1, 3, 5]]
-    assert [row.id for row, _ in valid] == [1, 3, 5]
     assert rejected == [(2, "data is larger than 1 bytes"), (4, "data is larger than 1 bytes")]
 
 
@@ -119,8 +125,45 @@ async def test_a_database_outage_keeps_every_row() -> None:
     )
     valid = [(OutboxRow(1, {}, CREATED), {"data": {}})]
     rejected: list[tuple[int, str]] = []
-    assert not await consumer._record(valid, rejected)
-    assert len(valid) == 1 and rejected == []
+    recording = await consumer._record(valid, rejected)
+    assert not recording.complete and recording.rows == [] and rejected == []
+
+
+class BuggyHub(FakeHub):
+    """Fails, as a bug would, on any batch holding an event with `data.boom`."""
+
+    async def publish(self, events: Sequence[Mapping[str, Any]], *, batch: bool) -> list[Any]:
+        if any(event["data"].get("boom") for event in events):
+            raise RuntimeError("boom")
+        return await super().publish(events, batch=batch)
+
+
+async def test_a_row_that_fails_otherwise_holds_the_rows_behind_it_for_three_runs_only() -> None:
+    hub = BuggyHub()
+    consumer = OutboxConsumer(
+        hub,  # type: ignore[arg-type]
+        "postgres://unused",
+        "claims_realtime_outbox",
+        check=check(),
+        poll_interval=1.0,
+        batch_size=10,
+    )
+    waiting = [OutboxRow(i, {"data": {"n": i, "boom": i == 3}}, CREATED) for i in range(1, 6)]
+    runs = []
+    for _ in range(3):
+        rejected: list[tuple[int, str]] = []
+        recording = await consumer._record([(row, dict(row.event)) for row in waiting], rejected)
+        runs.append(([row.id for row in recording.rows], recording.complete, rejected))
+        gone = {row.id for row in recording.rows} | {row_id for row_id, _ in rejected}
+        waiting = [row for row in waiting if row.id not in gone]
+    assert runs == [
+        ([1, 2], False, []),  # 3 and the rows behind it wait
+        ([], False, []),
+        ([4, 5], True, [(3, "failed to record 3 times: RuntimeError: boom")]),
+    ]
+    assert waiting == []
+    # Each failed batch was tried again one event at a time, always in id order.
+    assert [[event["data"]["n"] for event in call] for call in hub.recorded] == [[1], [2], [4], [5]]
 
 
 @pytest.mark.parametrize("oldest, state", [(0.0, "ok"), (29.0, "ok"), (31.0, "lagging")])
