@@ -98,6 +98,13 @@ class Server:
         self.stop()
         self.start()
 
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     # -- HTTP helpers -----------------------------------------------------------------------
 
     def client(self) -> httpx.AsyncClient:

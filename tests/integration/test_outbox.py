@@ -183,9 +183,7 @@ async def test_exactly_the_committed_events_reach_the_js_client_in_order_woken_b
     tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
 ) -> None:
     # A poll interval longer than the wait: only the NOTIFY can deliver in time.
-    server = outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="60")
-    server.start()
-    try:
+    with outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="60") as server:
         user, claim = unique("usr"), unique("clm")
         channel = await server.subscribe("user", user_id=user)
         async with run_js_client(tmp_path, channel, transports=["websocket"]) as js:
@@ -202,16 +200,12 @@ async def test_exactly_the_committed_events_reach_the_js_client_in_order_woken_b
         assert [item["data"]["n"] for item in kept] == committed
         assert all(item["event_id"].startswith("evt_outbox_") for item in kept)
         await wait_until_empty(claims)
-    finally:
-        server.stop()
 
 
 async def test_invalid_rows_are_rejected_with_their_problem_and_the_rest_consumed_in_order(
     tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
 ) -> None:
-    server = outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="0.5")
-    server.start()
-    try:
+    with outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="0.5") as server:
         user, claim = unique("usr"), unique("clm")
         channel = await server.subscribe("user", user_id=user)
         rows = [
@@ -246,24 +240,18 @@ async def test_invalid_rows_are_rejected_with_their_problem_and_the_rest_consume
         assert ready["checks"]["outbox"] == "ok", ready
         assert 'claims_realtime_outbox_rows_total{outcome="consumed"} 3.0' in scrape
         assert 'claims_realtime_outbox_rows_total{outcome="rejected"} 3.0' in scrape
-    finally:
-        server.stop()
 
 
 async def test_a_lost_notify_is_picked_up_by_polling(
     tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
 ) -> None:
-    server = outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="0.5")
-    server.start()
-    try:
+    with outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="0.5") as server:
         user, claim = unique("usr"), unique("clm")
         channel = await server.subscribe("user", user_id=user)
         await claims.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER {TABLE}_notify")
         await change_claim(claims, claim, event(user, claim, 7))
         kept = await wait_for_history(server, channel["channel_id"], 1)
         assert [item["data"]["n"] for item in kept] == [7]
-    finally:
-        server.stop()
 
 
 async def consumed(server: Server) -> float:
@@ -337,9 +325,7 @@ async def test_the_outbox_may_live_in_our_own_database_under_another_name(
     tmp_path: Path, shared_url: str
 ) -> None:
     table = SAME_DATABASE_TABLE
-    server = outbox_server(tmp_path / "server", shared_url, shared_url, OUTBOX_TABLE=table)
-    server.start()
-    try:
+    with outbox_server(tmp_path / "server", shared_url, shared_url, OUTBOX_TABLE=table) as server:
         user, claim = unique("usr"), unique("clm")
         channel = await server.subscribe("user", user_id=user)
         connection = await asyncpg.connect(shared_url)
@@ -354,8 +340,6 @@ async def test_the_outbox_may_live_in_our_own_database_under_another_name(
         kept = await wait_for_history(server, channel["channel_id"], 3)
         assert [item["data"]["n"] for item in kept] == [0, 1, 2]
         assert [item["sequence"] for item in kept] == [1, 2, 3]
-    finally:
-        server.stop()
 
 
 async def ready_checks(server: Server) -> dict[str, str]:
@@ -371,14 +355,12 @@ async def test_while_our_database_is_down_every_row_waits_and_is_consumed_once_i
     parts = urlsplit(services.POSTGRES_ADMIN_URL)
     with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         through_proxy = urlsplit(ours)._replace(netloc=f"postgres@127.0.0.1:{proxy.port}")
-        server = Server(
+        with Server(
             tmp_path / "server",
             DATABASE_URL=through_proxy.geturl(),
             OUTBOX_URL=claims_url,
             OUTBOX_POLL_INTERVAL="0.2",
-        )
-        server.start()
-        try:
+        ) as server:
             user, claim = unique("usr"), unique("clm")
             channel = await server.subscribe("user", user_id=user)
             proxy.cut()
@@ -396,8 +378,6 @@ async def test_while_our_database_is_down_every_row_waits_and_is_consumed_once_i
             assert [item["data"]["n"] for item in kept] == [0, 1, 2]
             assert [item["sequence"] for item in kept] == [1, 2, 3]
             await wait_until_empty(claims)
-        finally:
-            server.stop()
 
 
 async def test_an_unreachable_outbox_is_reported_not_fatal_and_consumed_again_once_back(
@@ -406,11 +386,9 @@ async def test_an_unreachable_outbox_is_reported_not_fatal_and_consumed_again_on
     parts = urlsplit(services.POSTGRES_ADMIN_URL)
     with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         through_proxy = urlsplit(claims_url)._replace(netloc=f"postgres@127.0.0.1:{proxy.port}")
-        server = outbox_server(
+        with outbox_server(
             tmp_path / "server", ours, through_proxy.geturl(), OUTBOX_POLL_INTERVAL="0.2"
-        )
-        server.start()
-        try:
+        ) as server:
             user, claim = unique("usr"), unique("clm")
             channel = await server.subscribe("user", user_id=user)
             deadline = time.monotonic() + WAIT
@@ -432,5 +410,68 @@ async def test_an_unreachable_outbox_is_reported_not_fatal_and_consumed_again_on
             while (await ready_checks(server))["outbox"] != "ok":
                 assert time.monotonic() < deadline, await ready_checks(server)
                 await asyncio.sleep(0.1)
-        finally:
-            server.stop()
+
+
+async def wait_for_blocked(url: str, statement: str) -> None:
+    """Until a session in the database at `url` waits on a lock in `statement`."""
+    watcher = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query ILIKE $1",
+            f"{statement}%",
+        ):
+            assert time.monotonic() < deadline, f"no {statement} waiting on a lock"
+            await asyncio.sleep(0.05)
+    finally:
+        await watcher.close()
+
+
+@pytest.mark.parametrize(
+    "database, lock, statement",
+    [
+        # Killed before our commit: recording waits on our table.
+        ("ours", "LOCK TABLE claim_event IN EXCLUSIVE MODE", "INSERT"),
+        # Killed after our commit, before the rows were deleted: the DELETE waits on them.
+        ("claims", f"SELECT id FROM {TABLE} FOR UPDATE", "DELETE"),
+    ],
+    ids=["before-our-commit", "after-our-commit"],
+)
+async def test_a_consumer_killed_mid_batch_loses_nothing_and_records_each_event_once(
+    tmp_path: Path,
+    ours: str,
+    claims_url: str,
+    claims: asyncpg.Connection,
+    database: str,
+    lock: str,
+    statement: str,
+) -> None:
+    user, claim = unique("usr"), unique("clm")
+    with Server(tmp_path / "plain", DATABASE_URL=ours) as plain:
+        channel = await plain.subscribe("user", user_id=user)
+    for n in range(10):  # no consumer runs yet: ten rows wait, one batch
+        await change_claim(claims, claim, event(user, claim, n))
+    locked_url = ours if database == "ours" else claims_url
+    locker = await asyncpg.connect(locked_url)
+    transaction = locker.transaction()
+    await transaction.start()
+    await locker.execute(lock)
+    server = outbox_server(tmp_path / "server", ours, claims_url, OUTBOX_POLL_INTERVAL="0.2")
+    server.start()
+    try:
+        await wait_for_blocked(locked_url, statement)
+        recorded = await history(server, channel["channel_id"])
+        assert len(recorded) == (0 if database == "ours" else 10)
+        server.stop(kill=True)
+    finally:
+        await transaction.rollback()
+        await locker.close()
+    assert await claims.fetchval(f"SELECT count(*) FROM {TABLE}") == 10, "every row kept"
+    with server:  # the same process again: reads the batch again, records what is missing
+        await wait_until_empty(claims)
+        await asyncio.sleep(0.5)  # a duplicate, were there one, would be recorded by now
+        kept = await history(server, channel["channel_id"])
+        assert [item["data"]["n"] for item in kept] == list(range(10))
+        assert [item["sequence"] for item in kept] == list(range(1, 11))
+        assert await consumed(server) == 10.0
