@@ -51,6 +51,7 @@ from claims_realtime.realtime.limits import FailureLimiter
 from claims_realtime.realtime.metrics import process_exited, watch_collections
 from claims_realtime.realtime.namespace import ChannelNamespace
 from claims_realtime.realtime.outbox import OutboxConsumer
+from claims_realtime.realtime.readiness import ReadinessCheck
 from claims_realtime.realtime.server import create_socket_server
 from claims_realtime.realtime.webhooks import WebhookDispatcher
 from claims_realtime.settings import Settings
@@ -199,7 +200,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     sio.register_namespace(ChannelNamespace(hub))
     consumer = outbox_consumer(settings, hub)
     if consumer is not None:
-        hub.readiness_checks["outbox"] = consumer.readiness
+        # Reported, not required: this process serves its sockets and the API without the
+        # outbox, whose rows wait for it safely.
+        hub.readiness_checks["outbox"] = ReadinessCheck(consumer.readiness, required=False)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:

@@ -12,12 +12,8 @@ async def get_liveness() -> Reply:
 
 
 async def get_readiness() -> Reply:
-    checks = await app_state.hub().readiness()
-    # The outbox is reported, not required: this process serves its sockets and the API
-    # without it, and the outbox rows wait for it safely.
-    failing = sorted(
-        name for name, state in checks.items() if state == "unavailable" and name != "outbox"
-    )
-    if failing:
-        raise Unavailable(f"Not ready: {', '.join(failing)} unavailable.", checks)
-    return reply({"status": "ok", "checks": checks})
+    readiness = await app_state.hub().readiness()
+    if readiness.failing:
+        unavailable = ", ".join(readiness.failing)
+        raise Unavailable(f"Not ready: {unavailable} unavailable.", readiness.checks)
+    return reply({"status": "ok", "checks": readiness.checks})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ from claims_realtime.realtime.protocol import (
     prepare,
     prepare_fields,
 )
+from claims_realtime.realtime.readiness import Readiness, ReadinessCheck, combine
 from claims_realtime.realtime.server import ChannelSocketServer
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Hub:
         sio.on_connection_ack = self.fanout.confirm_connection
         sio.on_namespace_connected = self._on_namespace_connected
         #: Further readiness checks by name (the outbox consumer's, when enabled).
-        self.readiness_checks: dict[str, Callable[[], str]] = {}
+        self.readiness_checks: dict[str, ReadinessCheck] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._stopping = asyncio.Event()
@@ -365,7 +366,7 @@ class Hub:
             else:
                 self.fanout.advance_head(channel_id, head)
 
-    async def readiness(self) -> dict[str, str]:
+    async def readiness(self) -> Readiness:
         """`ok`/`unavailable` per dependency (`not_configured` for an absent Redis), then the
         `readiness_checks` (the outbox: `ok`, `lagging` or `unavailable`)."""
         checks = {"database": "ok" if await database_reachable() else "unavailable"}
@@ -373,9 +374,7 @@ class Hub:
             checks["redis"] = "ok" if await self.broker.ping() else "unavailable"
         else:
             checks["redis"] = "not_configured"
-        for name, check in self.readiness_checks.items():
-            checks[name] = check()
-        return checks
+        return combine(checks, self.readiness_checks)
 
     async def prune(self) -> None:
         removed = await history.prune(self.retention)
