@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -53,16 +53,16 @@ class SecretBox:
 
     def reseal(self, sealed: str) -> str:
         """`sealed` sealed again with the first key (opened with any of them)."""
-        try:
-            return self._fernet.rotate(sealed.encode()).decode()
-        except InvalidToken:
-            raise SecretUnreadable(
-                "a webhook secret opens with none of WEBHOOK_SECRET_KEY's keys"
-            ) from None
+        return self._unsealed(self._fernet.rotate, sealed)
 
     def open(self, sealed: str) -> str:
+        return self._unsealed(self._fernet.decrypt, sealed)
+
+    @staticmethod
+    def _unsealed(operation: Callable[[bytes], bytes], sealed: str) -> str:
+        """`operation` on `sealed`, whose failure to open says so in our own words."""
         try:
-            return self._fernet.decrypt(sealed.encode()).decode()
+            return operation(sealed.encode()).decode()
         except InvalidToken:
             raise SecretUnreadable(
                 "a webhook secret opens with none of WEBHOOK_SECRET_KEY's keys"
