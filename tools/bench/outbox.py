@@ -131,12 +131,13 @@ def run_step(
         **{name: stats[name] for name in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
         "lost": stats["lost"],
         "duplicated": stats["duplicated"],
-        # Where the time goes: the writer's INSERT (and commit), insert -> our commit (the
-        # server's histogram, by PostgreSQL's and our clocks), rows per consumer run.
+        # Where the time goes: the writer's INSERT (and commit); insert -> row consumed, i.e.
+        # recorded here and deleted from the outbox (the server's histogram, by PostgreSQL's
+        # clock and ours); rows per consumer run.
         "insert_p50_ms": written["insert_p50_ms"],
         "insert_p99_ms": written["insert_p99_ms"],
         "rows_per_insert": written["rows_per_insert"],
-        "to_commit_mean_ms": _ms(
+        "to_consumed_mean_ms": _ms(
             histogram_mean(before, after, "claims_realtime_outbox_latency_seconds")
         ),
         "rows_per_consumer_run": histogram_mean(

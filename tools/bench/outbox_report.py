@@ -121,7 +121,7 @@ def render(result: Mapping[str, Any] | None) -> str:
         "lost",
         "dup",
         "INSERT p99",
-        "->commit",
+        "->done",
         "rows/run",
         "srv CPU",
         "pg CPU",
@@ -147,7 +147,7 @@ def render(result: Mapping[str, Any] | None) -> str:
                 str(step["lost"]),
                 str(step["duplicated"]),
                 _n(step["insert_p99_ms"], ".1f"),
-                _n(step["to_commit_mean_ms"], ".1f"),
+                _n(step["to_consumed_mean_ms"], ".1f"),
                 _n(step["rows_per_consumer_run"], ".0f"),
                 _cpu(cpu, "server"),
                 _cpu(cpu, "consumer_db", "our_db"),
@@ -159,7 +159,8 @@ def render(result: Mapping[str, Any] | None) -> str:
         )
     lines = [
         title(result),
-        "Steps (latency: outbox INSERT -> socket, ms; ->commit: mean INSERT -> our commit, ms; "
+        "Steps (latency: outbox INSERT -> socket, ms; ->done: mean INSERT -> row consumed "
+        "(recorded here, deleted there), ms; "
         "CPU: % of one core; pg: consumer's backend + our database's, writer: process + "
         "its backends; other: the rest of the machine)",
         report.table(header, rows) if rows else "(no step ran)",
