@@ -12,6 +12,7 @@ from tools.bench.cli import build_parser, options_from, validate
 from tools.bench.outbox_report import (
     committed_window,
     histogram_mean,
+    notes,
     render,
     run_failures,
     step_failures,
@@ -176,6 +177,15 @@ def test_the_table_shows_events_and_deliveries_per_second_and_the_drain() -> Non
     assert any("FAIL p99 > 100 ms" in line for line in lines)
     assert "50,000 rows in one commit" in text and "7,000 events committed/s" in text
     assert render(None) == ""
+
+
+def test_a_saturated_generator_and_a_busy_machine_are_noted() -> None:
+    quiet = step(1_000, [])
+    busy = step(5_000, [], cpu_pct={"writer": 95.0, "subscribers": 40.0, "other": 60.0})
+    found = notes(result([quiet, busy]))
+    assert len(found) == 2 and all(note.startswith("outbox at 5,000 events/s") for note in found)
+    assert "writer 95%" in found[0] and "60% of a core" in found[1]
+    assert "- outbox at 5,000 events/s" in render(result([quiet, busy]))
 
 
 def test_the_summary_judges_the_committed_rate_the_drain_and_p99_at_1000() -> None:

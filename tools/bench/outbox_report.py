@@ -12,6 +12,7 @@ from typing import Any
 
 from tools.bench import report
 from tools.bench.options import (
+    GENERATOR_SATURATED_PCT,
     OUTBOX_BACKLOG_GROWTH_S,
     OUTBOX_COMMITTED_PCT,
     OUTBOX_LATENCY_RATE,
@@ -97,6 +98,27 @@ def _cpu(cpu: Mapping[str, float | None], *names: str) -> str:
     return "+".join(f"{value:.0f}" for value in values if value is not None) + "%"
 
 
+def notes(result: Mapping[str, Any]) -> list[str]:
+    """Steps whose figures the generator or the rest of the machine may have bent."""
+    found = []
+    for step in result["steps"]:
+        cpu = step["cpu_pct"]
+        where = f"outbox at {step['target_events_per_s']:,} events/s"
+        busiest = max(cpu.get("writer") or 0.0, cpu.get("subscribers") or 0.0)
+        if busiest > GENERATOR_SATURATED_PCT:
+            found.append(
+                f"{where}: a generator process used {busiest:.0f}% of a core (writer "
+                f"{cpu.get('writer') or 0:.0f}%, subscribers {cpu.get('subscribers') or 0:.0f}%): "
+                "the generator may be the limit"
+            )
+        if (cpu.get("other") or 0.0) > report.OTHER_LOAD_NOTE_PCT:
+            found.append(
+                f"{where}: other processes on the machine used {cpu['other']:.0f}% of a core "
+                "meanwhile: figures disturbed"
+            )
+    return found
+
+
 def title(result: Mapping[str, Any]) -> str:
     return (
         f"Outbox consumer (ours, {result['workload']} workload: {result['channels']:,} "
@@ -176,6 +198,7 @@ def render(result: Mapping[str, Any] | None) -> str:
             f"{_cpu(drain['cpu_pct'], 'server')}, pg {_cpu(drain['cpu_pct'], 'consumer_db')}"
             + ("" if not drain["failures"] else "; FAIL: " + ", ".join(drain["failures"]))
         )
+    lines += [f"- {note}" for note in notes(result)]
     return "\n".join(lines)
 
 
