@@ -127,14 +127,14 @@ class Sampler:
         database: OutboxDatabase,
         interval: float,
         *,
-        read_metrics: bool = True,
+        count_rows: bool = True,
     ) -> None:
-        """`read_metrics` False: the rows waiting only (consumed stays 0), sparing the server
-        a /metrics request every `interval`."""
+        """`count_rows` False: rows consumed only (waiting is -1), sparing PostgreSQL a
+        count(*) every `interval`, which costs much on a table of many (or many dead) rows."""
         self.server = server
         self.database = database
         self.interval = interval
-        self.read_metrics = read_metrics
+        self.count_rows = count_rows
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -147,8 +147,11 @@ class Sampler:
             async with httpx.AsyncClient(base_url=self.server.base_url, timeout=5) as http:
                 while not self._stop.is_set():
                     began = time.monotonic()
-                    text = (await http.get("/metrics")).text if self.read_metrics else ""
-                    waiting = int(await connection.fetchval(f'SELECT count(*) FROM "{TABLE}"'))
+                    text = (await http.get("/metrics")).text
+                    waiting = -1
+                    if self.count_rows:
+                        query = f'SELECT count(*) FROM "{TABLE}"'
+                        waiting = int(await connection.fetchval(query))
                     consumed = next(
                         (
                             float(line.rsplit(" ", 1)[1])
