@@ -27,7 +27,13 @@ from tools.bench import procstat
 from tools.bench.node import SubscriberPool, run_json_process
 from tools.bench.options import PUBLISHER_BACKLOG_LIMIT_MS, Options
 from tools.bench.outbox_db import CONSUMED, TABLE, OutboxDatabase, Sampler, metrics
-from tools.bench.outbox_report import committed_window, histogram_mean, run_failures, step_failures
+from tools.bench.outbox_report import (
+    committed_window,
+    histogram_mean,
+    kept_up,
+    run_failures,
+    step_failures,
+)
 from tools.bench.report import Progress
 from tools.bench.servers import OurServer
 from tools.bench.sweep import Workload, drain, workload
@@ -146,6 +152,9 @@ def run_step(
         "cpu_pct": cpu,
         "writer": {key: value for key, value in written.items() if key != "backend_pids"},
         "passed": not failures,
+        # Steps go on while the consumer keeps up, p99 aside: the issue's two targets are at
+        # different rates, and a p99 miss at 5,000/s says nothing of the committed rate.
+        "kept_up": kept_up(failures),
         "failures": failures,
     }
     committed = figures["committed_per_s"]
@@ -253,8 +262,8 @@ def run_drain(
 def run_outbox(
     server: OurServer, database: OutboxDatabase, options: Options, progress: Progress
 ) -> dict[str, Any]:
-    """Attach the workload's subscribers, step the writer's rate up until a step fails, then
-    the drain (see the module docstring)."""
+    """Attach the workload's subscribers, step the writer's rate up until the consumer no
+    longer keeps up, then the drain (see the module docstring)."""
     load = workload(options.outbox_workload, options)
     progress.info(f"outbox ours/{load.name}: creating {len(load.specs)} channels")
     channels = server.create_channels(load.specs)
@@ -273,6 +282,7 @@ def run_outbox(
         if (options.database_url or "").startswith(("postgres://", "postgresql://"))
         else "sqlite",
         "writer_connections": options.outbox_connections,
+        "rates": options.outbox_rates,
         "steps": [],
         "drain": None,
     }
@@ -286,14 +296,11 @@ def run_outbox(
         for rate in options.outbox_rates:
             step = run_step(server, database, pool, load, rate, cumulative, pids, options, progress)
             result["steps"].append(step)
-            if not step["passed"]:
+            if not step["kept_up"]:
                 break
         if options.outbox_drain_events > 0:
             result["drain"] = run_drain(
                 server, database, pool, load, cumulative, pids, options, progress
             )
-    passed = [step for step in result["steps"] if step["passed"]]
-    result["max_sustained_events_per_s"] = passed[-1]["target_events_per_s"] if passed else None
-    result["all_steps_passed"] = len(passed) == len(options.outbox_rates)
     result["failures"] = run_failures(result)
     return result

@@ -75,6 +75,11 @@ def step_failures(
     return failures
 
 
+def kept_up(failures: Sequence[str]) -> bool:
+    """Whether the consumer kept up with a step's rate: it failed, if at all, on p99 alone."""
+    return all(failure.startswith("p99") for failure in failures)
+
+
 def run_failures(result: Mapping[str, Any]) -> list[str]:
     """What makes the run exit 1: loss, duplicates or INSERT errors in a step, a drain that
     lost or did not finish. A step short of its rate only marks the limit, as in the sweep."""
@@ -211,17 +216,39 @@ def summary_rows(result: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     what = f"outbox ({result['workload']}, {result['channels']:,} channels)"
     row = functools.partial(report.ours_only_row, what, "no outbox")
     rows = []
-    passed = [step for step in result["steps"] if step["passed"]]
-    if result["steps"]:
-        # The step's rate, as the sweep's maximum is: what it committed is within 2% of it.
-        best = passed[-1]["target_events_per_s"] if passed else None
+    steps = result["steps"]
+    rates = len(result["rates"])
+
+    def highest(which: list[dict[str, Any]]) -> int | str | None:
+        """The rate of the highest step in `which` (as the sweep's maximum: what it committed
+        is within 2% of it); ">= rate" when every step of the run is in it."""
+        if not which:
+            return None
+        best = int(which[-1]["target_events_per_s"])
+        return f">= {best:,}/s" if len(which) == len(steps) == rates else best
+
+    def rate_of(figure: int | str | None) -> float | None:
+        return None if figure is None else float(str(figure).strip(">= /s").replace(",", ""))
+
+    if steps:
+        kept = highest([step for step in steps if step["kept_up"]])
         rows.append(
             row(
-                "events committed/s, highest step passed",
-                f">= {best:,}/s" if best is not None and result["all_steps_passed"] else best,
+                "events/s the consumer kept up with (committed >= "
+                f"{OUTBOX_COMMITTED_PCT:.0f}%, backlog steady, none lost)",
+                kept,
                 "/s",
                 f">= {OUTBOX_TARGET_PER_S:,.0f}/s",
-                None if best is None else best >= OUTBOX_TARGET_PER_S,
+                None if kept is None else (rate_of(kept) or 0) >= OUTBOX_TARGET_PER_S,
+            )
+        )
+        rows.append(
+            row(
+                f"events/s of the highest step passed (p99 <= {OUTBOX_P99_LIMIT_MS:.0f} ms too)",
+                highest([step for step in steps if step["passed"]]),
+                "/s",
+                None,
+                None,
             )
         )
     drain = result.get("drain")
