@@ -223,6 +223,10 @@ def test_a_floor_is_shown_when_every_step_of_the_run_kept_up() -> None:
     assert passed["ours"] == 5_000
     short = summary_rows(result([step(1_000, []), step(2_000, ["backlog growing"])]))
     assert short[0]["ours"] == 1_000 and short[0]["met"] is False
+    # The latency run: one step, below the committed-rate target, which it did not test.
+    alone = {**result([step(1_000, [])]), "rates": [1_000]}
+    assert summary_rows(alone)[0]["ours"] == ">= 1,000/s"
+    assert summary_rows(alone)[0]["met"] is None
 
 
 def parse(*argv: str) -> Any:
