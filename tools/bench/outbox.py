@@ -5,14 +5,15 @@ Our server runs with OUTBOX_URL on a scratch PostgreSQL database (`bench_outbox_
 `claims-realtime outbox init`, dropped afterwards); our own database stays what --database-url
 says (SQLite by default). The sweep's workload (`outbox_workload`) subscribes. A writer process
 (tools.bench.outbox_writer) INSERTs events at each of `outbox_rates` events/s, a step like a
-sweep step: warm-up, measured part, then the wait for every delivery. Per step: events
-committed per second by the consumer (its `claims_realtime_outbox_rows_total{outcome=
-"consumed"}` over the measured part), the rows waiting in the outbox at either end of it,
-insert -> socket latency as the subscribers measure it, loss, and where the time goes (the
-writer's INSERTs, insert -> our commit, rows per consumer run, each process's CPU).
+sweep step: warm-up, measured part, then the wait for every delivery; the steps go on while
+the consumer keeps up (outbox_report.kept_up). Per step: events committed per second by the
+consumer (its `claims_realtime_outbox_rows_total{outcome="consumed"}` over the measured part),
+the rows waiting in the outbox at either end of it, insert -> socket latency as the
+subscribers measure it, loss, and where the time goes (the writer's INSERTs, insert -> row
+consumed, rows per consumer run, each process's CPU).
 
-Then the drain: `outbox_drain_events` rows in one commit, and the time until the table is
-empty: the consumer's ceiling, whatever rate a writer keeps.
+Then the drain: `outbox_drain_events` rows in one commit, and the time until the consumer
+consumed them all: its ceiling, whatever rate a writer keeps.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def run_step(
     """One step at `rate` events/s; `cumulative` (events per key) is updated."""
     label = f"outbox ours/{load.name} {rate:,} events/s"
     pool.reset()
+    if pids["our_db"]:
+        pids["our_db"] = server.database_pids()  # the pool may have opened more since
     meters = Meters(pids)
     before = metrics(server)
     meters.start()

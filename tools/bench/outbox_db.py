@@ -63,13 +63,20 @@ class OutboxDatabase:
         asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
     async def _admin(self, statement: str) -> None:
+        """Run `statement` on the admin database; a failure as a RuntimeError that names the
+        server (password left out), which the run records and goes on from."""
         import asyncpg
 
-        connection = await asyncpg.connect(self.admin_url)
         try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
+            connection = await asyncpg.connect(self.admin_url)
+            try:
+                await connection.execute(statement)
+            finally:
+                await connection.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            parts = urlsplit(self.admin_url)
+            where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+            raise RuntimeError(f"outbox database on {where}: {exc}") from exc
 
     def waiting(self) -> int:
         """Rows in the outbox now."""
