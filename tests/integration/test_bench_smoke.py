@@ -1,10 +1,11 @@
 """The benchmark itself works end to end: `python -m tools.bench --smoke` against both servers
-(and, for history reading and fallback webhooks, ours alone).
+(and, for history reading, fallback webhooks and, on PostgreSQL, the outbox, ours alone).
 
 No timing assertions: timing targets live in the benchmark's own output, not in the tests. What
 is checked is that every measurement ran and that the load generator saw a correct stream
 (nothing lost, nothing duplicated, the replay complete and in order, history pages contiguous,
-each owed webhook received once, signed, not before its deadline).
+each owed webhook received once, signed, not before its deadline, every outbox row delivered
+once).
 """
 
 from __future__ import annotations
@@ -159,3 +160,26 @@ def test_webhooks_arrive_once_each_after_the_deadline_during_delivery(
     assert webhooks["p99"]["within"] in (True, False)
     assert webhooks["failures"] == []
     assert any(row["name"].startswith("webhooks") for row in results["summary"])
+
+
+def test_the_outbox_delivers_every_row_once_on_postgresql(
+    results: dict[str, Any], database: str
+) -> None:
+    outbox = results["outbox"]
+    if database != "postgresql":
+        # The outbox needs a PostgreSQL, which the smoke run is given only in that pass.
+        assert outbox is None and "outbox" not in results["options"]["modes"]
+        return
+    assert outbox["server"] == "ours" and outbox["our_database"] == "postgresql"
+    assert outbox["steps"], outbox
+    for step in outbox["steps"]:
+        assert step["lost"] == 0 and step["duplicated"] == 0, step
+        assert step["inserted"] > 0 and step["deliveries"] > 0, step
+        assert step["committed_per_s"] is not None and step["committed_per_s"] > 0, step
+        assert step["p99_ms"] is not None and step["writer"]["errors"] == 0, step
+    drain = outbox["drain"]
+    assert drain["lost"] == drain["duplicated"] == 0 and drain["failures"] == [], drain
+    assert drain["deliveries"] == drain["events"] * drain["fanout"]
+    assert drain["committed_per_s"] is not None and drain["committed_per_s"] > 0
+    assert outbox["failures"] == []
+    assert any(row["name"].startswith("outbox") for row in results["summary"])

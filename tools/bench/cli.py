@@ -13,6 +13,10 @@ local receiver after --webhook-after-seconds and as many without, subscribers th
 confirm, --webhook-rate events/s to one set or the other for --webhook-step-seconds,
 alternated --webhook-pairs times: webhooks/s, their lateness past the deadline, every one
 accounted for, and delivery p99 with and without fallbacks.
+outbox (ours only, not in `all`; in --smoke with a PostgreSQL): our server consumes a scratch
+outbox database beside --outbox-url, a writer process INSERTs at each of --outbox-rates
+events/s to the --outbox-workload's subscribers: events committed/s, backlog, insert -> socket
+latency; then --outbox-drain-events rows in one commit: the consumer's ceiling.
 Results: a table on stdout, every figure in a JSON file (--output).
 """
 
@@ -30,9 +34,17 @@ from typing import Any
 
 import httpx
 
-from tools.bench import history, report, webhook_report
+from tools.bench import history, outbox_report, report, webhook_report
 from tools.bench.node import GeneratorError, node_executable, node_version
-from tools.bench.options import DEFAULT_RATES, WEBHOOK_STEADY_SECONDS, Options
+from tools.bench.options import (
+    DEFAULT_RATES,
+    OUTBOX_DEFAULT_ADMIN_URL,
+    OUTBOX_DEFAULT_RATES,
+    WEBHOOK_STEADY_SECONDS,
+    Options,
+)
+from tools.bench.outbox import run_outbox
+from tools.bench.outbox_db import OutboxDatabase
 from tools.bench.receiver import WebhookReceiver
 from tools.bench.report import Progress
 from tools.bench.scenarios import run_ingest, run_replay, run_storm
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=[*MODES, "all", "soak", "history", "webhooks"],
+        choices=[*MODES, "all", "soak", "history", "webhooks", "outbox"],
         default=None,
         help="what to measure (default sweep; with --smoke: all)",
     )
@@ -199,6 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="our server's WEBHOOK_POLL_INTERVAL in s (default: the server's own, 1 s)",
     )
     parser.add_argument(
+        "--outbox-url",
+        default=None,
+        help="outbox: a PostgreSQL URL beside which a scratch outbox database is created "
+        f"(default: a postgres:// --database-url, else {OUTBOX_DEFAULT_ADMIN_URL})",
+    )
+    parser.add_argument(
+        "--outbox-workload",
+        choices=["org", "user"],
+        default=None,
+        help="outbox: the subscribers (the sweep's workloads, sized by --subscribers and "
+        "--orgs); default user, each event to one channel",
+    )
+    parser.add_argument(
+        "--outbox-rates",
+        type=_csv(int),
+        default=None,
+        help="outbox: events/s (not deliveries/s) the writer steps through (default "
+        + ",".join(str(r) for r in OUTBOX_DEFAULT_RATES)
+        + ")",
+    )
+    parser.add_argument(
+        "--outbox-connections",
+        type=int,
+        default=None,
+        help="outbox: the writer's connections, each INSERTing a tick's events (default 4)",
+    )
+    parser.add_argument(
+        "--outbox-drain-events",
+        type=int,
+        default=None,
+        help="outbox: rows inserted in one commit after the steps, timed until consumed "
+        "(default 50000; 0: none)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="our server's --workers (needs PostgreSQL and Redis)"
     )
     return parser
@@ -235,6 +281,10 @@ def options_from(args: argparse.Namespace) -> Options:
         "webhook_step_seconds": args.webhook_step_seconds,
         "webhook_pairs": args.webhook_pairs,
         "webhook_poll_interval": args.webhook_poll_interval,
+        "outbox_workload": args.outbox_workload,
+        "outbox_rates": args.outbox_rates,
+        "outbox_connections": args.outbox_connections,
+        "outbox_drain_events": args.outbox_drain_events,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -243,6 +293,11 @@ def options_from(args: argparse.Namespace) -> Options:
     options.database_url = args.database_url
     options.redis_url = args.redis_url
     options.workers = args.workers
+    on_postgres = (args.database_url or "").startswith(("postgres://", "postgresql://"))
+    options.outbox_url = args.outbox_url or (args.database_url if on_postgres else None)
+    # The outbox needs a PostgreSQL: --smoke measures it only when one was named.
+    if args.smoke and args.mode is None and options.outbox_url:
+        options.modes = [*options.modes, "outbox"]
     return options
 
 
@@ -279,6 +334,16 @@ def validate(options: Options) -> str | None:
         return (
             "--webhook-rate, --webhook-pairs, --webhook-step-seconds and "
             "--webhook-poll-interval must be positive, --webhook-after-seconds at least 10"
+        )
+    if (
+        not options.outbox_rates
+        or min(options.outbox_rates) <= 0
+        or options.outbox_connections < 1
+        or options.outbox_drain_events < 0
+    ):
+        return (
+            "--outbox-rates and --outbox-connections must be positive, "
+            "--outbox-drain-events not negative"
         )
     if options.workers > 1 and not (
         options.redis_url
@@ -350,6 +415,22 @@ def _webhooks(options: Options, progress: Progress, results: dict[str, Any]) -> 
         raise RuntimeError("; ".join(results["webhooks"]["failures"]))
 
 
+def _outbox(options: Options, progress: Progress, results: dict[str, Any]) -> None:
+    with (
+        OutboxDatabase(options.outbox_url or OUTBOX_DEFAULT_ADMIN_URL) as database,
+        OurServer(
+            options.database_url,
+            options.redis_url,
+            options.workers,
+            env={"OUTBOX_URL": database.url},
+        ) as server,
+    ):
+        assert isinstance(server, OurServer)
+        results["outbox"] = run_outbox(server, database, options, progress)
+    if results["outbox"]["failures"]:
+        raise RuntimeError("; ".join(results["outbox"]["failures"]))
+
+
 def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
     """Every requested measurement; each failure is recorded and the others still run.
 
@@ -392,6 +473,11 @@ def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
             attempt("webhooks", "ours", partial(_webhooks, *common))
         if "baseline" in options.servers:
             progress.info("webhooks: not run on the baseline, which has no fallbacks")
+    if "outbox" in options.modes:
+        if "ours" in options.servers:
+            attempt("outbox", "ours", partial(_outbox, *common))
+        if "baseline" in options.servers:
+            progress.info("outbox: not run on the baseline, which has no outbox")
 
 
 def default_output() -> Path:
@@ -437,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "soak": None,
         "history": None,
         "webhooks": None,
+        "outbox": None,
         "memory": [],
         "errors": [],
     }
@@ -453,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.summarise(results)
         + history.summary_rows(results["history"])
         + webhook_report.summary_rows(results["webhooks"])
+        + outbox_report.summary_rows(results["outbox"])
     )
     results["generator_notes"] = report.generator_notes(results)
     report.write_json(output, results)
@@ -462,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.render_soak(results),
         history.render(results["history"]),
         webhook_report.render(results["webhooks"]),
+        outbox_report.render(results["outbox"]),
         report.render_summary(results["summary"]),
     ]
     if results["generator_notes"]:

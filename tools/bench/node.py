@@ -1,4 +1,5 @@
-"""Driving the Node load generator: subscribers.mjs (long-lived) and publisher.mjs (per run)."""
+"""Driving the load generators: subscribers.mjs (long-lived), publisher.mjs and the outbox
+writer (per run)."""
 
 from __future__ import annotations
 
@@ -175,11 +176,25 @@ def run_publisher(
 ) -> dict[str, Any]:
     """Run publisher.mjs to the end and answer its result; `on_tick(elapsed_s)` while waiting
     (the progress indicator)."""
-    duration = float(config["duration_s"])
+    command = [node_executable(), str(PUBLISHER), json.dumps(config)]
+    return run_json_process(command, "publisher.mjs", config, on_tick=on_tick, timeout=timeout)
+
+
+def run_json_process(
+    command: list[str],
+    name: str,
+    config: dict[str, Any],
+    *,
+    on_tick: Callable[[float], None] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run a load generator (`command`, given `config`) to the end and answer the JSON line it
+    prints last; by default it may take its `duration_s` and a minute more."""
+    duration = float(config.get("duration_s", 0))
     limit = timeout if timeout is not None else duration + 60
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [node_executable(), str(PUBLISHER), json.dumps(config)],
+            command,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -190,7 +205,7 @@ def run_publisher(
             while process.poll() is None:
                 elapsed = time.monotonic() - started
                 if elapsed > limit:
-                    raise GeneratorError(f"publisher.mjs still running after {limit:.0f}s")
+                    raise GeneratorError(f"{name} still running after {limit:.0f}s")
                 if on_tick is not None:
                     on_tick(elapsed)
                 time.sleep(0.25)
@@ -205,5 +220,5 @@ def run_publisher(
         if process.returncode != 0 or not output.strip():
             stderr.seek(0)
             message = stderr.read().decode(errors="replace")[-2000:]
-            raise GeneratorError(f"publisher.mjs failed ({process.returncode}):\n{message}")
+            raise GeneratorError(f"{name} failed ({process.returncode}):\n{message}")
         return dict(json.loads(output.strip().splitlines()[-1]))

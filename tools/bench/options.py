@@ -44,6 +44,21 @@ HISTORY_P99_TOLERANCE_PCT = 10.0
 HISTORY_PAGE_LIMIT = 1_000
 #: Webhooks: a step lasts the deadline plus this long by default: webhooks in steady state.
 WEBHOOK_STEADY_SECONDS = 15.0
+#: Outbox: events/s the writer steps through (not deliveries/s: each event reaches `fanout`
+#: channels), around the issue's target of 5,000 committed events/s.
+OUTBOX_DEFAULT_RATES = [1_000, 2_000, 5_000, 7_500, 10_000]
+OUTBOX_TARGET_PER_S = 5_000.0
+#: Outbox: the rate of the issue's latency target, and that target (insert -> socket p99).
+OUTBOX_LATENCY_RATE = 1_000
+OUTBOX_P99_LIMIT_MS = 100.0
+#: Outbox: a step passes when the consumer committed at least this share of the rate...
+OUTBOX_COMMITTED_PCT = 98.0
+#: ...and the rows waiting grew by at most this many seconds' worth of the rate (a consumer
+#: keeping up always has a batch or so in flight; one falling behind grows steadily).
+OUTBOX_BACKLOG_GROWTH_S = 0.1
+#: Outbox: where the scratch outbox database is created when neither --outbox-url nor a
+#: postgres:// --database-url says (the tests' PostgreSQL too).
+OUTBOX_DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass
@@ -102,6 +117,15 @@ class Options:
     webhook_step_seconds: float | None = None
     webhook_pairs: int = 2
     webhook_poll_interval: float | None = None
+    #: Outbox (--mode outbox, ours only): a scratch outbox database beside `outbox_url` (None:
+    #: OUTBOX_DEFAULT_ADMIN_URL, or --database-url if on PostgreSQL); `outbox_workload`'s
+    #: subscribers; the writer at each of `outbox_rates` events/s with `outbox_connections`
+    #: connections; then `outbox_drain_events` rows in one commit (0: no drain).
+    outbox_url: str | None = None
+    outbox_workload: str = "user"
+    outbox_rates: list[int] = field(default_factory=lambda: list(OUTBOX_DEFAULT_RATES))
+    outbox_connections: int = 4
+    outbox_drain_events: int = 50_000
 
     @property
     def webhook_step(self) -> float:
@@ -131,5 +155,8 @@ class Options:
             webhook_rate=50,
             webhook_step_seconds=3.0,
             webhook_pairs=1,
+            # Only with a PostgreSQL to put the outbox in (see cli.options_from).
+            outbox_rates=[100, 200],
+            outbox_drain_events=500,
             smoke=True,
         )

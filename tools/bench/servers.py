@@ -299,7 +299,7 @@ class OurServer(BenchServer):
         env = dict(os.environ)
         for name in ("DATABASE_URL", "REDIS_URL", "PUBLIC_URL"):
             env.pop(name, None)  # nothing from the caller's shell leaks into the measurement
-        for name in [name for name in env if name.startswith("WEBHOOK_")]:
+        for name in [name for name in env if name.startswith(("WEBHOOK_", "OUTBOX_"))]:
             env.pop(name)
         env.update(DATA_DIR=str(self._tmp), PUBLISHER_KEY=PUBLISHER_KEY, LOG_LEVEL="WARNING")
         env.update(self.extra_env)
