@@ -475,3 +475,38 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_and_records_each_event_
         assert [item["data"]["n"] for item in kept] == list(range(10))
         assert [item["sequence"] for item in kept] == list(range(1, 11))
         assert await consumed(server) == 10.0
+
+
+async def test_batch_after_batch_is_consumed_in_order_while_the_next_is_read_ahead(
+    tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
+) -> None:
+    env = {"OUTBOX_POLL_INTERVAL": "0.5", "OUTBOX_BATCH_SIZE": "7"}
+    with outbox_server(tmp_path / "server", ours, claims_url, **env) as server:
+        user, claim = unique("usr"), unique("clm")
+        channel = await server.subscribe("user", user_id=user)
+        rows = [
+            event(user, claim, n, event_type="claim_exploded")
+            if n % 9 == 4
+            else event(user, claim, n)
+            for n in range(100)
+        ]
+        # One commit of 100 rows: 15 batches of 7, each read while the one before records.
+        await claims.execute(
+            f"INSERT INTO {TABLE} (event) SELECT unnest($1::jsonb[])",
+            [json.dumps(row) for row in rows],
+        )
+        valid = [n for n in range(100) if n % 9 != 4]
+        kept = await wait_for_history(server, channel["channel_id"], len(valid))
+        await wait_until_empty(claims)
+        await asyncio.sleep(0.5)  # a duplicate, were there one, would be recorded by now
+        kept = await history(server, channel["channel_id"])
+        assert [item["data"]["n"] for item in kept] == valid
+        assert [item["sequence"] for item in kept] == list(range(1, len(valid) + 1))
+        rejected = await claims.fetch(f"SELECT event FROM {TABLE}_rejected ORDER BY id")
+        assert [json.loads(row["event"])["data"]["n"] for row in rejected] == [
+            n for n in range(100) if n % 9 == 4
+        ]
+        async with server.client() as http:
+            scrape = (await http.get("/metrics")).text
+        assert f'claims_realtime_outbox_rows_total{{outcome="consumed"}} {len(valid)}.0' in scrape
+        assert "claims_realtime_outbox_batch_size_rows_count 15.0" in scrape
