@@ -104,15 +104,10 @@ async def try_lead(connection: asyncpg.Connection, table: str) -> bool:
     return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(table)))
 
 
-async def read(
-    connection: asyncpg.Connection, table: str, limit: int, *, after: int = 0
-) -> list[OutboxRow]:
-    """The first `limit` waiting rows with an id above `after`, in id order."""
+async def read(connection: asyncpg.Connection, table: str, limit: int) -> list[OutboxRow]:
+    """The first `limit` waiting rows, in id order."""
     rows = await connection.fetch(
-        f'SELECT id, event::text AS event, created_at FROM "{table}" '
-        "WHERE id > $2 ORDER BY id LIMIT $1",
-        limit,
-        after,
+        f'SELECT id, event::text AS event, created_at FROM "{table}" ORDER BY id LIMIT $1', limit
     )
     return [OutboxRow(row["id"], json.loads(row["event"]), row["created_at"]) for row in rows]
 

@@ -13,8 +13,7 @@ valid ones with one `Hub.publish(..., batch=True)` (the domain's own checks happ
 a row they refuse is taken out and the rest tried again); and only after our commit deletes
 the consumed rows and moves the rejected ones to `<table>_rejected`, in one outbox
 transaction. A crash in between leaves rows that are recorded again as duplicates: an event
-without `event_id` gets one derived from its row (models.outbox.event_id_for). While a batch
-is full, the next one (ids above its last) is read during its recording (see `consume`).
+without `event_id` gets one derived from its row (models.outbox.event_id_for).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,16 +57,6 @@ EventCheck = Callable[[Any], str | None]
 class RecordingFailed(RuntimeError):
     """Recording failed here, neither refused by the domain nor for want of our database:
     counted per row, and the row rejected after MAX_RECORD_ATTEMPTS (see _record)."""
-
-
-@dataclass
-class Batch:
-    """Rows read in one go, in id order: those whose event is valid (with the event as it
-    will be recorded), and those rejected with their problem."""
-
-    rows: list[OutboxRow]
-    valid: list[tuple[OutboxRow, dict[str, Any]]] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,61 +172,31 @@ class OutboxConsumer:
             if self.leading:
                 log.info("this process consumes the outbox %s", self.table)
         if self.leading:
-            await self.consume(connection)
+            while not self._stopping.is_set():
+                if await self.consume(connection) < self.batch_size:
+                    break
         waiting, self._oldest = await outbox.backlog(connection, self.table)
         metrics.OUTBOX_WAITING.set(waiting)
         metrics.OUTBOX_OLDEST.set(self._oldest)
 
-    async def consume(self, connection: asyncpg.Connection) -> None:
-        """Consume batch after batch while full ones come, pipelined: while our database
-        records one batch, the next is read and checked, and the one before is deleted from
-        the outbox, so a batch costs about the slower side's time, not the sum of both. Each
-        batch is recorded only after the one before it: order holds."""
-        batch = await self._read(connection, after=0)
-        if not batch.rows:
-            return
-        recording = asyncio.create_task(self._record(batch.valid, batch.rejected))
-        try:
-            while True:
-                following = None
-                if len(batch.rows) == self.batch_size and not self._stopping.is_set():
-                    following = await self._read(connection, after=batch.rows[-1].id)
-                done = await recording
-                if done.complete and following is not None and following.rows:
-                    recording = asyncio.create_task(
-                        self._record(following.valid, following.rejected)
-                    )
-                else:
-                    following = None
-                await self._settle(connection, batch, done)
-                if following is None:
-                    return
-                batch = following
-        finally:
-            # Never cancelled mid-transaction (see realtime/stopping.py): a batch recorded
-            # but not settled is read again, and recorded once, by the next run.
-            await asyncio.gather(recording, return_exceptions=True)
-
-    async def _read(self, connection: asyncpg.Connection, *, after: int) -> Batch:
-        """The next batch after row id `after`, checked as `POST /claim-events` checks."""
-        rows = await outbox.read(connection, self.table, self.batch_size, after=after)
-        batch = Batch(rows)
+    async def consume(self, connection: asyncpg.Connection) -> int:
+        """Consume one batch; answer how many rows it read, or 0 when some must wait for the
+        next run (our database is down, or a row failed in a way that may pass)."""
+        rows = await outbox.read(connection, self.table, self.batch_size)
+        if not rows:
+            return 0
+        metrics.OUTBOX_BATCH_SIZE.observe(len(rows))
+        rejected: list[tuple[int, str]] = []
+        valid: list[tuple[OutboxRow, dict[str, Any]]] = []
         for row in rows:
             problem = self.check(row.event)
             if problem is not None:
-                batch.rejected.append((row.id, problem))
+                rejected.append((row.id, problem))
             else:
-                batch.valid.append((row, self._event(row)))
-        return batch
-
-    async def _settle(
-        self, connection: asyncpg.Connection, batch: Batch, recording: Recording
-    ) -> None:
-        """Delete the recorded rows and move the rejected ones, in one outbox transaction."""
-        metrics.OUTBOX_BATCH_SIZE.observe(len(batch.rows))
-        if not recording.rows and not batch.rejected:
-            return
-        rejected = batch.rejected
+                valid.append((row, self._event(row)))
+        recording = await self._record(valid, rejected)
+        if not recording.rows and not rejected:
+            return 0
         await outbox.settle(connection, self.table, [row.id for row in recording.rows], rejected)
         now = datetime.now(UTC)
         for row in recording.rows:
@@ -251,6 +210,7 @@ class OutboxConsumer:
                 outbox.rejected_table(self.table),
                 "; ".join(f"id {row_id}: {problem}" for row_id, problem in rejected[:3]),
             )
+        return len(rows) if recording.complete else 0
 
     def _event(self, row: OutboxRow) -> dict[str, Any]:
         event = dict(row.event)

@@ -477,7 +477,7 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_and_records_each_event_
         assert await consumed(server) == 10.0
 
 
-async def test_batch_after_batch_is_consumed_in_order_while_the_next_is_read_ahead(
+async def test_batch_after_batch_is_consumed_in_order_with_the_invalid_rows_rejected(
     tmp_path: Path, ours: str, claims_url: str, claims: asyncpg.Connection
 ) -> None:
     env = {"OUTBOX_POLL_INTERVAL": "0.5", "OUTBOX_BATCH_SIZE": "7"}
@@ -490,7 +490,7 @@ async def test_batch_after_batch_is_consumed_in_order_while_the_next_is_read_ahe
             else event(user, claim, n)
             for n in range(100)
         ]
-        # One commit of 100 rows: 15 batches of 7, each read while the one before records.
+        # One commit of 100 rows: 15 batches of 7, one run after another.
         await claims.execute(
             f"INSERT INTO {TABLE} (event) SELECT unnest($1::jsonb[])",
             [json.dumps(row) for row in rows],
