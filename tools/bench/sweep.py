@@ -58,6 +58,22 @@ def workload(name: str, options: Options) -> Workload:
     raise ValueError(f"unknown workload {name!r}")
 
 
+def round_order(servers: list[str], round_index: int) -> list[str]:
+    """The servers in the order round `round_index` (0-based) runs them: as given, then
+    reversed, and so on, so that a machine growing slower or faster hits both alike."""
+    return list(servers) if round_index % 2 == 0 else list(reversed(servers))
+
+
+def cpu_us_per_delivery(step: dict[str, Any]) -> float | None:
+    """Server CPU (with its local database backends) per delivered event, in microseconds:
+    what each delivery costs, comparable across rates and servers. None if nothing arrived."""
+    achieved = float(step.get("achieved_per_s") or 0.0)
+    if achieved <= 0:
+        return None
+    cpu_fraction = (float(step["server_cpu_pct"]) + float(step.get("database_cpu_pct") or 0)) / 100
+    return 1e6 * cpu_fraction / achieved
+
+
 def attach_and_measure_memory(
     server: BenchServer,
     pool: SubscriberPool,
@@ -124,6 +140,7 @@ def run_sweep(
             "achieved_per_s": passed[-1]["achieved_per_s"],
             "server_cpu_pct": passed[-1]["server_cpu_pct"],
             "deliveries_per_cpu_second": passed[-1]["deliveries_per_cpu_second"],
+            "cpu_us_per_delivery": passed[-1]["cpu_us_per_delivery"],
         }
         if passed
         else None
@@ -240,6 +257,13 @@ def run_step(
         "deliveries_per_cpu_second": achieved / (total_server_cpu / 100)
         if total_server_cpu
         else None,
+        "cpu_us_per_delivery": cpu_us_per_delivery(
+            {
+                "achieved_per_s": achieved,
+                "server_cpu_pct": server_cpu_pct,
+                "database_cpu_pct": database_cpu_pct,
+            }
+        ),
         "publisher": {k: v for k, v in published.items() if k != "per_key"},
         "generator_saturated": generator_saturated,
         "publisher_fell_behind": not published["kept_up"],
