@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from tools.bench import history, outbox_report, report, webhook_report
+from tools.bench import history, outbox_report, report, targets, webhook_report
 from tools.bench.node import GeneratorError, node_executable, node_version
 from tools.bench.options import (
     DEFAULT_RATES,
@@ -50,7 +50,7 @@ from tools.bench.report import Progress
 from tools.bench.scenarios import run_ingest, run_replay, run_storm
 from tools.bench.servers import ROOT, BaselineServer, BenchServer, OurServer
 from tools.bench.soak import run_soak
-from tools.bench.sweep import run_sweep, workload
+from tools.bench.sweep import round_order, run_sweep, workload
 from tools.bench.webhooks import run_webhooks, server_env
 
 MODES = ["sweep", "storm", "replay", "ingest"]
@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         + ")",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="sweep rounds, each running every server on every workload, the server order "
+        "alternating round to round; the summary judges the median and worst ratio (default 1)",
+    )
+    parser.add_argument(
         "--step-seconds",
         type=float,
         default=None,
@@ -131,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start of each step not measured (default 1)",
     )
     parser.add_argument("--storm-clients", type=int, default=None, help="default 1000")
-    parser.add_argument("--replay-events", type=int, default=None, help="default 10000")
+    parser.add_argument("--replay-events", type=int, default=None, help="default 100000")
     parser.add_argument("--ingest-seconds", type=float, default=None, help="default 10")
     parser.add_argument(
         "--ingest-concurrency",
@@ -260,6 +267,7 @@ def options_from(args: argparse.Namespace) -> Options:
         "subscribers": args.subscribers,
         "orgs": args.orgs,
         "rates": args.rates,
+        "rounds": args.rounds,
         "step_seconds": args.step_seconds,
         "warmup_seconds": args.warmup_seconds,
         "storm_clients": args.storm_clients,
@@ -311,6 +319,8 @@ def validate(options: Options) -> str | None:
         return "--subscribers and --orgs must be positive, with at least one channel per org"
     if not options.rates or min(options.rates) <= 0:
         return "--rates must be positive"
+    if options.rounds < 1:
+        return "--rounds must be positive"
     if options.warmup_seconds >= options.step_seconds:
         return "--warmup-seconds must be shorter than --step-seconds"
     if options.soak_seconds <= 0 or options.soak_rate <= 0 or options.soak_drop_every_s <= 0:
@@ -360,11 +370,17 @@ def make_server(name: str, options: Options) -> BenchServer:
 
 
 def _sweep(
-    name: str, load_name: str, options: Options, progress: Progress, results: dict[str, Any]
+    name: str,
+    load_name: str,
+    round_index: int,
+    options: Options,
+    progress: Progress,
+    results: dict[str, Any],
 ) -> None:
     with make_server(name, options) as server:
         outcome = run_sweep(server, workload(load_name, options), options, progress)
-    results["sweep"].append(outcome)
+    outcome["round"] = round_index + 1
+    results["sweep_rounds"][round_index]["runs"].append(outcome)
     results["memory"].append(outcome["memory"])
 
 
@@ -447,9 +463,12 @@ def run(options: Options, results: dict[str, Any], progress: Progress) -> None:
 
     common = (options, progress, results)
     if "sweep" in options.modes:
-        for load_name in options.workloads:
-            for name in options.servers:
-                attempt("sweep", f"{name}/{load_name}", partial(_sweep, name, load_name, *common))
+        for index, sweep_round in enumerate(results["sweep_rounds"]):
+            label = f" round {index + 1}" if options.rounds > 1 else ""
+            for load_name in options.workloads:
+                for name in sweep_round["server_order"]:
+                    measure = partial(_sweep, name, load_name, index, *common)
+                    attempt("sweep", f"{name}/{load_name}{label}", measure)
     if "storm" in options.modes:
         for name in options.servers:
             attempt("storm", name, partial(_storm, name, *common))
@@ -516,6 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, value in asdict(options).items()
         },
         "machine": report.machine_info(node_version()),
+        # Which ack mode the sweep ran in: the two are two invocations, judged apart.
+        "sweep_ack": options.ack,
+        # Every round's runs; `sweep` is round 1's (what a one-round run always had).
+        "sweep_rounds": [
+            {"round": index + 1, "server_order": round_order(options.servers, index), "runs": []}
+            for index in range(options.rounds if "sweep" in options.modes else 0)
+        ],
         "sweep": [],
         "storm": [],
         "replay": None,
@@ -527,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": [],
         "errors": [],
     }
+    if results["sweep_rounds"]:
+        results["sweep"] = results["sweep_rounds"][0]["runs"]  # the same list, filled as it runs
     started = time.monotonic()
     interrupted = False
     try:
@@ -537,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["summary"] = (
-        report.summarise(results)
+        targets.summary_rows(results)
+        + report.summarise(results)
         + history.summary_rows(results["history"])
         + webhook_report.summary_rows(results["webhooks"])
         + outbox_report.summary_rows(results["outbox"])
@@ -546,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write_json(output, results)
 
     sections = [
-        report.render_steps(results),
+        targets.render_steps(results),
         report.render_soak(results),
         history.render(results["history"]),
         webhook_report.render(results["webhooks"]),
