@@ -85,6 +85,12 @@ def test_sweep_measures_both_servers_without_loss(results: dict[str, Any]) -> No
             assert step["duplicated"] == 0, (where, step)
             assert step["deliveries"] > 0, (where, step)
             assert step["p99_ms"] is not None, (where, step)
+            assert step["cpu_us_per_delivery"] is not None, (where, step)
+    # One round (the default): `sweep` is that round, in the order ours then baseline.
+    (only,) = results["sweep_rounds"]
+    assert only["server_order"] == ["ours", "baseline"] and only["runs"] == runs
+    assert results["sweep_ack"] is True
+    assert any(row["name"].startswith("sweep org (acks)") for row in results["summary"])
 
 
 def test_replay_receives_every_event_in_order(results: dict[str, Any]) -> None:
