@@ -392,7 +392,9 @@ def _storm(name: str, options: Options, progress: Progress, results: dict[str, A
 
 
 def _replay(options: Options, progress: Progress, results: dict[str, Any]) -> None:
-    with OurServer(options.database_url, options.redis_url, options.workers) as server:
+    # Retention must hold every event the client missed (the default keeps 10,000 a channel).
+    keep = {"HISTORY_MAX_EVENTS": str(max(10_000, options.replay_events))}
+    with OurServer(options.database_url, options.redis_url, options.workers, keep) as server:
         assert isinstance(server, OurServer)
         results["replay"] = run_replay(server, options, progress)
 
