@@ -19,7 +19,7 @@ import pytest
 from tests import services
 from tests.helpers import ROOT
 from tests.integration.test_bench_smoke import require_node
-from tools.bench.cli import build_parser, options_from
+from tools.bench.arguments import build_parser, options_from
 from tools.bench.soak import memory_trend
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tools.bench.cli import build_parser, options_from, validate
+from tools.bench.arguments import build_parser, options_from, validate
 from tools.bench.outbox_report import (
     committed_window,
     histogram_mean,

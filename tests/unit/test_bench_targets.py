@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tools.bench import cli
+from tools.bench import arguments, cli
 from tools.bench.report import generator_notes, render_summary
 from tools.bench.sweep import cpu_us_per_delivery, round_order
 from tools.bench.targets import (
@@ -113,8 +113,8 @@ def test_the_cli_runs_every_round_in_its_order(monkeypatch: pytest.MonkeyPatch) 
         calls.append((index + 1, load, name))
 
     monkeypatch.setattr(cli, "_sweep", fake_sweep)
-    options = cli.options_from(cli.build_parser().parse_args(["--rounds", "3"]))
-    assert options.rounds == 3 and cli.validate(options) is None
+    options = arguments.options_from(arguments.build_parser().parse_args(["--rounds", "3"]))
+    assert options.rounds == 3 and arguments.validate(options) is None
     state: dict[str, Any] = {
         "errors": [],
         "sweep_rounds": [
@@ -137,13 +137,16 @@ def test_the_cli_runs_every_round_in_its_order(monkeypatch: pytest.MonkeyPatch) 
         (3, "user", "ours"),
         (3, "user", "baseline"),
     ]
-    bad = cli.options_from(cli.build_parser().parse_args(["--rounds", "0"]))
-    assert cli.validate(bad) == "--rounds must be positive"
+    bad = arguments.options_from(arguments.build_parser().parse_args(["--rounds", "0"]))
+    assert arguments.validate(bad) == "--rounds must be positive"
 
 
 def test_the_replay_default_is_issue_26s_and_smoke_keeps_its_tiny_one() -> None:
-    assert cli.options_from(cli.build_parser().parse_args([])).replay_events == 100_000
-    assert cli.options_from(cli.build_parser().parse_args(["--smoke"])).replay_events == 200
+    assert arguments.options_from(arguments.build_parser().parse_args([])).replay_events == 100_000
+    assert (
+        arguments.options_from(arguments.build_parser().parse_args(["--smoke"])).replay_events
+        == 200
+    )
 
 
 # -- median and worst over rounds --------------------------------------------------------------
