@@ -76,6 +76,18 @@ def test_a_consumer_batch_is_at_most_what_the_batch_api_accepts() -> None:
     assert batch["maxItems"] == MAX_BATCH_EVENTS
 
 
+def unconnected(hub: Any) -> OutboxConsumer:
+    """A consumer around `hub` that never connects: its recording and readiness alone."""
+    return OutboxConsumer(
+        hub,
+        "postgres://unused",
+        "claims_realtime_outbox",
+        check=check(),
+        poll_interval=1.0,
+        batch_size=10,
+    )
+
+
 class FakeHub:
     """Refuses (as ingest would) any batch holding an event with `data.bad`."""
 
@@ -93,14 +105,7 @@ class FakeHub:
 
 async def test_a_row_the_domain_refuses_is_rejected_and_the_rest_recorded_in_order() -> None:
     hub = FakeHub()
-    consumer = OutboxConsumer(
-        hub,  # type: ignore[arg-type]
-        "postgres://unused",
-        "claims_realtime_outbox",
-        check=check(),
-        poll_interval=1.0,
-        batch_size=10,
-    )
+    consumer = unconnected(hub)
     rows = [OutboxRow(i, {"data": {"n": i, "bad": i in (2, 4)}}, CREATED) for i in range(1, 6)]
     valid = [(row, dict(row.event)) for row in rows]
     rejected: list[tuple[int, str]] = []
@@ -115,14 +120,7 @@ async def test_a_database_outage_keeps_every_row() -> None:
         async def publish(self, events: Any, *, batch: bool) -> list[Any]:
             raise OSError("connection refused")
 
-    consumer = OutboxConsumer(
-        DownHub(),  # type: ignore[arg-type]
-        "postgres://unused",
-        "claims_realtime_outbox",
-        check=check(),
-        poll_interval=1.0,
-        batch_size=10,
-    )
+    consumer = unconnected(DownHub())
     valid = [(OutboxRow(1, {}, CREATED), {"data": {}})]
     rejected: list[tuple[int, str]] = []
     recording = await consumer._record(valid, rejected)
@@ -140,14 +138,7 @@ class BuggyHub(FakeHub):
 
 async def test_a_row_that_fails_otherwise_holds_the_rows_behind_it_for_three_runs_only() -> None:
     hub = BuggyHub()
-    consumer = OutboxConsumer(
-        hub,  # type: ignore[arg-type]
-        "postgres://unused",
-        "claims_realtime_outbox",
-        check=check(),
-        poll_interval=1.0,
-        batch_size=10,
-    )
+    consumer = unconnected(hub)
     waiting = [OutboxRow(i, {"data": {"n": i, "boom": i == 3}}, CREATED) for i in range(1, 6)]
     runs = []
     for _ in range(3):
@@ -168,14 +159,7 @@ async def test_a_row_that_fails_otherwise_holds_the_rows_behind_it_for_three_run
 
 @pytest.mark.parametrize("oldest, state", [(0.0, "ok"), (29.0, "ok"), (31.0, "lagging")])
 def test_readiness_says_lagging_past_the_threshold(oldest: float, state: str) -> None:
-    consumer = OutboxConsumer(
-        FakeHub(),  # type: ignore[arg-type]
-        "postgres://unused",
-        "claims_realtime_outbox",
-        check=check(),
-        poll_interval=1.0,
-        batch_size=10,
-    )
+    consumer = unconnected(FakeHub())
     assert consumer.readiness() == "unavailable"  # not connected yet
     consumer._connection = object()  # type: ignore[assignment]  # as if connected
     consumer._oldest = oldest
