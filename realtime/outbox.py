@@ -230,6 +230,8 @@ class OutboxConsumer:
         try:
             if not await self._publish(valid, rejected):
                 return Recording([], complete=False)
+            for row, _ in valid if self._attempts else ():  # a row that failed before passed
+                self._attempts.pop(row.id, None)
             return Recording([row for row, _ in valid], complete=True)
         except RecordingFailed:
             log.exception("recording %d outbox events failed: trying them one by one", len(valid))

@@ -164,3 +164,21 @@ def test_readiness_says_lagging_past_the_threshold(oldest: float, state: str) ->
     consumer._connection = object()  # type: ignore[assignment]  # as if connected
     consumer._oldest = oldest
     assert consumer.readiness() == state
+
+
+async def test_a_row_that_failed_once_and_then_passes_is_forgotten() -> None:
+    class FlakyHub(FakeHub):
+        failures = 2  # the batch, then the row alone
+
+        async def publish(self, events: Sequence[Mapping[str, Any]], *, batch: bool) -> list[Any]:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("once")
+            return await super().publish(events, batch=batch)
+
+    consumer = unconnected(FlakyHub())
+    row = OutboxRow(7, {"data": {"n": 7}}, CREATED)
+    first = await consumer._record([(row, dict(row.event))], [])
+    assert (first.rows, first.complete, consumer._attempts) == ([], False, {7: 1})
+    second = await consumer._record([(row, dict(row.event))], [])
+    assert (second.rows, second.complete, consumer._attempts) == ([row], True, {})
