@@ -30,6 +30,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process's main thread (0 if it is gone). The
+    process's own figure (cpu_seconds) also counts its other threads, ended ones too."""
+    try:
+        raw = (_PROC / str(pid) / "task" / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (uvicorn --workers children and theirs)."""
     children: dict[int, list[int]] = {}
@@ -130,3 +141,41 @@ class MachineMeter:
     def stop(self) -> float:
         busy, total = machine_busy_seconds()
         return 100.0 * (busy - self._start[0]) / max(1e-6, total - self._start[1])
+
+
+@dataclass
+class ThreadSplitMeter:
+    """A server's CPU between `start()` and `stop()` split into its processes' main threads
+    (the event loops) and their other threads (SQLite's, any executor), % of one core each.
+
+    A Python server is bound by the thread holding the interpreter lock; the split shows
+    whether its event loop or the database thread beside it grows with the load."""
+
+    roots: list[int]
+    _start: dict[int, tuple[float, float]] | None = None
+    _wall: float = 0.0
+
+    def _sample(self) -> dict[int, tuple[float, float]]:
+        """(whole process, main thread) CPU seconds of each process."""
+        return {
+            pid: (cpu_seconds(pid), main_thread_cpu_seconds(pid))
+            for root in self.roots
+            for pid in tree(root)
+        }
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._wall = time.monotonic()
+
+    def stop(self) -> tuple[float, float]:
+        """(main threads, other threads), % of one core since start()."""
+        assert self._start is not None, "start() first"
+        end = self._sample()
+        wall = max(1e-6, time.monotonic() - self._wall)
+        whole = main = 0.0
+        for pid in set(end) | set(self._start):
+            first = self._start.get(pid, (0.0, 0.0))
+            last = end.get(pid, first)  # ended meanwhile: what it had used when last seen
+            whole += last[0] - first[0]
+            main += last[1] - first[1]
+        return 100.0 * max(0.0, main) / wall, 100.0 * max(0.0, whole - main) / wall

@@ -218,6 +218,14 @@ class BenchServer:
         value = sums.get("claims_realtime_python_allocated_blocks") if sums else None
         return None if value is None else int(value)
 
+    def metrics_text(self) -> str:
+        """GET /metrics as text; empty if the server has none (the baseline) or it fails."""
+        try:
+            response = httpx.get(self.base_url + "/metrics", timeout=5)
+        except httpx.HTTPError:
+            return ""
+        return response.text if response.status_code == 200 else ""
+
     def metric_sums(self) -> dict[str, float] | None:
         """Each sample name of GET /metrics, summed over its labels (None if that fails)."""
         try:

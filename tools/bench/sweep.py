@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tools.bench import procstat
+from tools.bench import histograms, procstat
 from tools.bench.node import SubscriberPool, run_publisher
 from tools.bench.options import (
     GENERATOR_SATURATED_PCT,
@@ -168,8 +168,10 @@ def run_step(
     database_pids = server.database_pids()
     database_cpu = procstat.CpuMeter(database_pids)
     machine = procstat.MachineMeter()
-    for meter in (server_cpu, subscriber_cpu, database_cpu, machine):
+    threads = procstat.ThreadSplitMeter([server.pid])
+    for meter in (server_cpu, subscriber_cpu, database_cpu, machine, threads):
         meter.start()
+    latencies_before = server.metrics_text()
     published = run_publisher(
         {
             "mode": "rate",
@@ -191,6 +193,8 @@ def run_step(
     subscriber_cpu_pct = subscriber_cpu.stop()
     database_cpu_pct = database_cpu.stop() if database_pids else None
     machine_pct = machine.stop()
+    loop_cpu_pct, threads_cpu_pct = threads.stop()
+    server_split = server_latencies(latencies_before, server.metrics_text())
     for key, count in published["per_key"].items():
         cumulative[key] = cumulative.get(key, 0) + int(count)
     stats = drain(pool, cumulative)
@@ -237,6 +241,11 @@ def run_step(
         "duplicated": stats["duplicated"],
         "disconnects": stats["disconnects"],
         "server_cpu_pct": server_cpu_pct,
+        # Of which the processes' main threads (event loops) and their other threads
+        # (SQLite's, inside the server process).
+        "server_loop_cpu_pct": loop_cpu_pct,
+        "server_threads_cpu_pct": threads_cpu_pct,
+        **server_split,
         "subscriber_cpu_pct": subscriber_cpu_pct,
         "publisher_cpu_pct": publisher_cpu_pct,
         # Local PostgreSQL backends of our server (None: SQLite, inside the server process).
@@ -275,6 +284,18 @@ def run_step(
     note = " (generator saturated)" if generator_saturated else ""
     progress.done(step_label, f"achieved {achieved:,.0f}/s p99 {p99} -> {verdict}{note}")
     return step
+
+
+def server_latencies(before: str, after: str) -> dict[str, float | None]:
+    """The server's own split of the step's latency, from its histograms (bucket upper
+    bounds, ms; None for a server without them): request arrival -> commit, and commit ->
+    the events queued on every local socket. Warm-up included."""
+    split: dict[str, float | None] = {}
+    for key, name in (("ingest", histograms.INGEST), ("queue", histograms.DELIVERY)):
+        start, end = (histograms.parse_buckets(text, name) for text in (before, after))
+        for label, quantile in (("p50", 0.5), ("p99", 0.99)):
+            split[f"server_{key}_{label}_ms"] = histograms.quantile_bound_ms(start, end, quantile)
+    return split
 
 
 def drain(pool: SubscriberPool, expected: dict[str, int]) -> dict[str, Any]:

@@ -249,7 +249,8 @@ def render_steps(results: dict[str, Any]) -> str:
     rounds = len(results.get("sweep_rounds") or []) > 1
     header = ["round"] if rounds else []
     header += ["server", "load", "target/s", "achieved/s", "p50", "p90", "p99", "max"]
-    header += ["lost", "dup", "srv CPU", "CPU µs/dlv", "sub CPU", "pub CPU", "result"]
+    header += ["lost", "dup", "srv CPU", "loop+thr", "commit p50/p99", "queued p99"]
+    header += ["CPU µs/dlv", "sub CPU", "pub CPU", "result"]
     rows = []
     for run in sweep_runs(results):
         lead = [str(run.get("round", 1))] if rounds else []
@@ -272,6 +273,11 @@ def render_steps(results: dict[str, Any]) -> str:
                     str(step["duplicated"]),
                     f"{step['server_cpu_pct']:.0f}%"
                     + ("" if database is None else f" +{database:.0f}% db"),
+                    _split(step.get("server_loop_cpu_pct"), step.get("server_threads_cpu_pct")),
+                    _bound(step.get("server_ingest_p50_ms"))
+                    + "/"
+                    + _bound(step.get("server_ingest_p99_ms")),
+                    _bound(step.get("server_queue_p99_ms")),
                     "-" if cpu_us is None else f"{cpu_us:.1f}",
                     f"{step['subscriber_cpu_pct']:.0f}%",
                     f"{step['publisher_cpu_pct']:.0f}%",
@@ -283,9 +289,21 @@ def render_steps(results: dict[str, Any]) -> str:
     ack = results.get("sweep_ack", results.get("options", {}).get("ack", True))
     mode = "subscribers confirm every event" if ack else "--no-ack: subscribers do not confirm"
     return (
-        f"Sweep steps ({mode}; latency in ms; CPU in % of one core, µs per delivered event)\n"
-        + table(header, rows)
+        f"Sweep steps ({mode}; latency in ms; CPU in % of one core, µs per delivered event;\n"
+        "loop+thr: the server's event loop threads + its other threads (SQLite's); commit:\n"
+        "request arrival -> commit and queued: commit -> on every socket's queue, by the\n"
+        "server's own histograms, each at or below the bound shown)\n" + table(header, rows)
     )
+
+
+def _split(loop: float | None, threads: float | None) -> str:
+    return "-" if loop is None or threads is None else f"{loop:.0f}+{threads:.0f}%"
+
+
+def _bound(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return ">10s" if math.isinf(value) else f"<={value:g}"
 
 
 def _ms(value: float | None) -> str:

@@ -1,0 +1,103 @@
+"""tools.bench's split of our server's cost and latency per sweep step: CPU by thread (event
+loops against the rest) and the server's own latency histograms read between two scrapes."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from typing import Any
+
+from tools.bench import histograms, procstat
+from tools.bench.sweep import server_latencies
+from tools.bench.targets import render_steps
+
+INGEST = histograms.INGEST
+
+
+def exposition(counts: dict[str, tuple[int, int]], name: str = INGEST) -> str:
+    """A multiprocess scrape: two processes' series of `name`, cumulative per bound."""
+    lines = [f"# TYPE {name} histogram"]
+    for bound, (first, second) in counts.items():
+        lines.append(f'{name}_bucket{{le="{bound}",pid="1"}} {float(first)}')
+        lines.append(f'{name}_bucket{{le="{bound}",pid="2"}} {float(second)}')
+    return "\n".join(lines) + "\n"
+
+
+def test_buckets_are_summed_over_processes() -> None:
+    text = exposition({"0.01": (3, 4), "0.02": (5, 6), "+Inf": (5, 7)})
+    assert histograms.parse_buckets(text, INGEST) == {0.01: 7.0, 0.02: 11.0, math.inf: 12.0}
+    assert histograms.parse_buckets(text, histograms.DELIVERY) == {}
+
+
+def test_a_quantile_is_the_bound_of_its_bucket_among_the_new_observations() -> None:
+    before = {0.01: 100.0, 0.02: 100.0, 0.05: 100.0, math.inf: 100.0}
+    # 100 new: 90 at or below 10 ms, 9 more by 20 ms, the last by 50 ms.
+    after = {0.01: 190.0, 0.02: 199.0, 0.05: 200.0, math.inf: 200.0}
+    assert histograms.quantile_bound_ms(before, after, 0.5) == 10.0
+    assert histograms.quantile_bound_ms(before, after, 0.99) == 20.0
+    assert histograms.quantile_bound_ms(before, after, 1.0) == 50.0
+    assert histograms.quantile_bound_ms(after, after, 0.5) is None  # nothing new
+    past = {0.01: 0.0, math.inf: 10.0}
+    assert histograms.quantile_bound_ms({}, past, 0.99) == math.inf
+
+
+def test_the_step_split_comes_from_both_histograms_and_is_empty_without_them() -> None:
+    before = exposition({"0.01": (0, 0), "0.03": (0, 0), "+Inf": (0, 0)})
+    after = exposition({"0.01": (40, 40), "0.03": (49, 50), "+Inf": (50, 50)})
+    queued = exposition({"0.001": (10, 10), "+Inf": (10, 10)}, name=histograms.DELIVERY)
+    split = server_latencies(before, after + queued)
+    assert split["server_ingest_p50_ms"] == 10.0
+    assert split["server_ingest_p99_ms"] == 30.0
+    assert split["server_queue_p99_ms"] == 1.0
+    # The baseline has no /metrics: every figure unknown, none invented.
+    assert set(server_latencies("", "").values()) == {None}
+
+
+def test_thread_split_puts_a_worker_threads_cpu_apart_from_the_main_thread() -> None:
+    def burn() -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+
+    meter = procstat.ThreadSplitMeter([os.getpid()])
+    wall_started = time.monotonic()
+    meter.start()
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()  # the main thread waits, using next to nothing
+    main, other = meter.stop()
+    wall = time.monotonic() - wall_started
+    # /proc counts in clock ticks (10 ms): allow one either way.
+    assert other >= 100 * (0.3 - 0.02) / wall
+    assert main < other
+
+
+def test_the_step_table_shows_the_split_and_dashes_where_it_is_unknown() -> None:
+    step: dict[str, Any] = {
+        "target_per_s": 5_000,
+        "achieved_per_s": 5_000.0,
+        **{key: 10.0 for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+        "lost": 0,
+        "duplicated": 0,
+        "server_cpu_pct": 80.0,
+        "server_loop_cpu_pct": 50.0,
+        "server_threads_cpu_pct": 30.0,
+        "server_ingest_p50_ms": 15.0,
+        "server_ingest_p99_ms": math.inf,
+        "server_queue_p99_ms": 2.5,
+        "subscriber_cpu_pct": 30.0,
+        "publisher_cpu_pct": 5.0,
+        "generator_saturated": False,
+        "passed": True,
+        "failures": [],
+    }
+    runs = [{"server": "ours", "workload": "user", "steps": [step]}]
+    row = render_steps({"sweep_rounds": [{"runs": runs}]}).splitlines()[-1]
+    assert "50+30%" in row and "<=15/>10s" in row and "<=2.5" in row
+    older = {k: v for k, v in step.items() if not k.startswith(("server_loop", "server_thr"))}
+    older = {k: v for k, v in older.items() if not k.startswith(("server_ingest", "server_q"))}
+    older_runs = [{"server": "ours", "workload": "user", "steps": [older]}]
+    row = render_steps({"sweep_rounds": [{"runs": older_runs}]}).splitlines()[-1]
+    assert "| - " in row or " - " in row
