@@ -2,7 +2,8 @@
 opened (models.db.open_database):
 
     sqlite://...            SQLiteBackend   (models.backends.sqlite: the embedded default)
-    postgres://, asyncpg://  PostgresBackend (models.backends.postgres: for scale)
+    postgres://, postgresql://, asyncpg://
+                            PostgresBackend (models.backends.postgres: for scale)
 
 The domain gets the open database's backend from `current()`; the interface is
 models.backends.base.Backend. Each implementation is imported only when asked for.

@@ -26,7 +26,8 @@ class PostgresBackend(Backend):
     """PostgreSQL through Tortoise's asyncpg client: each statement a round trip."""
 
     name: ClassVar[str] = "postgres"
-    schemes: ClassVar[tuple[str, ...]] = ("postgres", "asyncpg")
+    # "postgresql" is libpq's own scheme, the one most platforms hand out; Tortoise takes all three.
+    schemes: ClassVar[tuple[str, ...]] = ("postgres", "postgresql", "asyncpg")
     # Exact sizes, no padding: PostgreSQL infers a parameter's type from an INSERT's target
     # column, not through a padded SELECT.
     pad_statements = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from tortoise.backends.base.config_generator import expand_db_url
 
 from claims_realtime.models import backends
 from claims_realtime.models.backends import backend_for, backend_of
@@ -21,6 +22,7 @@ from claims_realtime.models.db import tortoise_config
         ("sqlite:///srv/claims.sqlite3?cache_size=-8192", SQLiteBackend),
         ("SQLite:///srv/claims.sqlite3", SQLiteBackend),
         ("postgres://claims@db.internal:5432/claims", PostgresBackend),
+        ("postgresql://claims@db.internal:5432/claims", PostgresBackend),
         ("asyncpg://claims:secret@127.0.0.1/claims?ssl=true", PostgresBackend),
     ],
 )
@@ -45,6 +47,14 @@ def test_each_backend_adds_its_own_connection_settings() -> None:
     assert "synchronous=FULL" in sqlite and "maxsize" not in sqlite
     postgres = tortoise_config("postgres://u@h/db", pool_size=7)["connections"]["default"]
     assert postgres == "postgres://u@h/db?maxsize=7&minsize=1"
+
+
+def test_libpqs_postgresql_scheme_reaches_tortoises_postgresql_engine() -> None:
+    # The URL Tortoise gets, expanded as Tortoise does when it opens it.
+    url = tortoise_config("postgresql://u:pw@h:6543/db", pool_size=3)["connections"]["default"]
+    expanded = expand_db_url(url)
+    assert expanded["engine"] == "tortoise.backends.asyncpg"
+    assert expanded["credentials"]["port"] == 6543 and str(expanded["credentials"]["maxsize"]) == "3"
 
 
 @pytest.mark.usefixtures("db")
