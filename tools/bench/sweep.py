@@ -8,6 +8,7 @@ deliveries reached the target.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -169,9 +170,9 @@ def run_step(
     database_cpu = procstat.CpuMeter(database_pids)
     machine = procstat.MachineMeter()
     threads = procstat.ThreadSplitMeter([server.pid])
+    latencies_before = server.metrics_text()  # before the meters: a scrape costs the server CPU
     for meter in (server_cpu, subscriber_cpu, database_cpu, machine, threads):
         meter.start()
-    latencies_before = server.metrics_text()
     published = run_publisher(
         {
             "mode": "rate",
@@ -288,13 +289,15 @@ def run_step(
 
 def server_latencies(before: str, after: str) -> dict[str, float | None]:
     """The server's own split of the step's latency, from its histograms (bucket upper
-    bounds, ms; None for a server without them): request arrival -> commit, and commit ->
-    the events queued on every local socket. Warm-up included."""
+    bounds, ms): request arrival -> commit, and commit -> the events queued on every local
+    socket. Warm-up included. None for a server without them, and past the largest bucket
+    (10 s), which JSON cannot hold as infinity; the step's own p99 then says how far."""
     split: dict[str, float | None] = {}
     for key, name in (("ingest", histograms.INGEST), ("queue", histograms.DELIVERY)):
         start, end = (histograms.parse_buckets(text, name) for text in (before, after))
         for label, quantile in (("p50", 0.5), ("p99", 0.99)):
-            split[f"server_{key}_{label}_ms"] = histograms.quantile_bound_ms(start, end, quantile)
+            bound = histograms.quantile_bound_ms(start, end, quantile)
+            split[f"server_{key}_{label}_ms"] = None if bound == math.inf else bound
     return split
 
 

@@ -301,9 +301,7 @@ def _split(loop: float | None, threads: float | None) -> str:
 
 
 def _bound(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return ">10s" if math.isinf(value) else f"<={value:g}"
+    return "-" if value is None else f"<={value:g}"
 
 
 def _ms(value: float | None) -> str:
