@@ -54,7 +54,8 @@ def test_libpqs_postgresql_scheme_reaches_tortoises_postgresql_engine() -> None:
     url = tortoise_config("postgresql://u:pw@h:6543/db", pool_size=3)["connections"]["default"]
     expanded = expand_db_url(url)
     assert expanded["engine"] == "tortoise.backends.asyncpg"
-    assert expanded["credentials"]["port"] == 6543 and str(expanded["credentials"]["maxsize"]) == "3"
+    credentials = expanded["credentials"]
+    assert credentials["port"] == 6543 and str(credentials["maxsize"]) == "3"
 
 
 @pytest.mark.usefixtures("db")
