@@ -12,32 +12,24 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PROC = Path("/proc")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
+def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
+    """Fields of /proc/<pid>/stat (of one of its threads: /proc/<pid>/task/<thread>/stat)
+    after the command name (which may contain spaces)."""
+    path = _PROC / str(pid) if thread is None else _PROC / str(pid) / "task" / str(thread)
     try:
-        raw = (_PROC / str(pid) / "stat").read_text()
+        raw = (path / "stat").read_text()
     except OSError:
         return None
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (0 if it is gone)."""
-    fields = _stat_fields(pid)
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time so far of one process, or of one of its threads (0 if it is
+    gone). A process's figure counts all its threads, ended ones too."""
+    fields = _stat_fields(pid, thread)
     if fields is None:
         return 0.0
     # After the name: state(0) ppid(1) ... utime(11) stime(12), in clock ticks.
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def main_thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of a process's main thread (0 if it is gone). The
-    process's own figure (cpu_seconds) also counts its other threads, ended ones too."""
-    try:
-        raw = (_PROC / str(pid) / "task" / str(pid) / "stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
@@ -158,7 +150,7 @@ class ThreadSplitMeter:
     def _sample(self) -> dict[int, tuple[float, float]]:
         """(whole process, main thread) CPU seconds of each process."""
         return {
-            pid: (cpu_seconds(pid), main_thread_cpu_seconds(pid))
+            pid: (cpu_seconds(pid), cpu_seconds(pid, thread=pid))  # main thread id = pid
             for root in self.roots
             for pid in tree(root)
         }

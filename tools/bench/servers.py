@@ -228,9 +228,8 @@ class BenchServer:
 
     def metric_sums(self) -> dict[str, float] | None:
         """Each sample name of GET /metrics, summed over its labels (None if that fails)."""
-        try:
-            text = httpx.get(self.base_url + "/metrics", timeout=5).text
-        except httpx.HTTPError:
+        text = self.metrics_text()
+        if not text:
             return None
         sums: dict[str, float] = {}
         for line in text.splitlines():
