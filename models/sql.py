@@ -109,15 +109,17 @@ def insert_statements(
 def update_statements(
     table: str,
     column: str,
-    values: Mapping[str, int],
+    values: Mapping[Any, int],
     *,
     greatest: str,
     pad: bool,
     forward_only: bool = False,
     also: Mapping[str, Any] | None = None,
+    integer_ids: bool = False,
 ) -> list[Statement]:
-    """Set an integer `column` per row id, joining a VALUES list (statements of cacheable
-    sizes, see chunk_sizes; with `pad` padded with (NULL, NULL) pairs, which match no row);
+    """Set an integer `column` per row id (text ids, or integers with `integer_ids`),
+    joining a VALUES list (statements of cacheable sizes, see chunk_sizes; with `pad`
+    padded with (NULL, NULL) pairs, which match no row);
     with `forward_only`, never lower it (NULL counts as lower than anything), `greatest`
     being the database's two-argument maximum.
 
@@ -132,7 +134,9 @@ def update_statements(
     for size in chunk_sizes(len(items), largest, pad=pad):
         chunk = items[start : start + size]
         start += size
-        rows = ", ".join(["(?, CAST(? AS BIGINT))"] * size)
+        # PostgreSQL types a VALUES list's untyped parameters as text.
+        row = "(CAST(? AS BIGINT), CAST(? AS BIGINT))" if integer_ids else "(?, CAST(? AS BIGINT))"
+        rows = ", ".join([row] * size)
         query = (
             f"WITH v(id, value) AS (VALUES {rows}) "
             f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"

@@ -3,8 +3,8 @@
 The domain modules (models.ingest, models.history, models.subscriptions) write their SQL
 once, with `?` placeholders and transaction scripts (models.sql), and ask the open
 database's backend (models.backends.current()) to run it; they never ask which database it
-is. A channel's head is `channel.head_sequence` on every database, written in the same
-transaction as the placements that move it.
+is. A feed's head is `feed.head` on every database, written in the same transaction as the
+positions that move it.
 """
 
 from __future__ import annotations
@@ -88,10 +88,11 @@ class Backend(ABC):
         self,
         table: str,
         column: str,
-        values: Mapping[str, int],
+        values: Mapping[Any, int],
         *,
         forward_only: bool = False,
         also: Mapping[str, Any] | None = None,
+        integer_ids: bool = False,
     ) -> list[Statement]:
         """Set an integer column per row id (see models.sql.update_statements)."""
         return sql.update_statements(
@@ -102,6 +103,7 @@ class Backend(ABC):
             pad=self.pad_statements,
             forward_only=forward_only,
             also=also,
+            integer_ids=integer_ids,
         )
 
     @abstractmethod
