@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
 
 from tortoise import fields
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
+
+from claims_realtime.models.event import Feed
 
 
 class SubscriptionType(StrEnum):
@@ -34,7 +39,9 @@ class Channel(Model):
     """A subscription channel and its delivery positions.
 
     Sequences are per channel: the n-th event recorded on a channel has sequence n, so
-    `head_sequence` is also the channel's event count.
+    `head_sequence` is also the channel's event count. The events are its feed's after
+    `feed_offset` (and, once closed, up to `closed_position`): reading the head or the
+    newest event's time needs the feed loaded (models.subscriptions loads it).
     """
 
     #: `chan_` + random lowercase alphanumerics from a CSPRNG.
@@ -52,9 +59,17 @@ class Channel(Model):
     created_at = fields.DatetimeField(db_index=True)
     closed_at = fields.DatetimeField(null=True)
     reconnected_at = fields.DatetimeField(null=True)
-    last_event_at = fields.DatetimeField(null=True)
-    #: Sequence of the newest event recorded on the channel (0 before the first).
-    head_sequence = fields.BigIntField(default=0)
+    #: The feed carrying the channel's events (NULL only while migration 0005 runs).
+    feed: fields.ForeignKeyNullableRelation[Feed] = fields.ForeignKeyField(
+        "models.Feed", related_name="channels", on_delete=fields.RESTRICT, null=True, db_index=True
+    )
+    feed_id: int | None
+    #: The feed's head when the channel was created: later positions are the channel's.
+    feed_offset = fields.BigIntField(default=0)
+    #: The feed's head when the channel was closed: later positions are not the channel's.
+    closed_position = fields.BigIntField(null=True)
+    #: The newest event's time as of closing (an open channel's is its feed's).
+    closed_event_at = fields.DatetimeField(null=True)
     #: Highest sequence the client confirmed (ack), if it ever did.
     confirmed_sequence = fields.BigIntField(null=True)
     #: Highest sequence the server wrote to one of the channel's sockets.
@@ -63,9 +78,38 @@ class Channel(Model):
     class Meta:
         table = "channel"
 
+    async def refresh_from_db(
+        self, fields: Iterable[str] | None = None, using_db: BaseDBAsyncClient | None = None
+    ) -> None:
+        """The fields asked for, and the feed, which the head is read from."""
+        await super().refresh_from_db(fields, using_db)
+        if self.feed_id is not None:
+            self.feed = await Feed.filter(id=self.feed_id).using_db(using_db).get()
+
+    @property
+    def head_sequence(self) -> int:
+        """Sequence of the newest event recorded on the channel (0 before the first)."""
+        if self.closed_position is not None:
+            return int(self.closed_position) - int(self.feed_offset)
+        return int(self._loaded_feed.head) - int(self.feed_offset)
+
+    @property
+    def last_event_at(self) -> datetime | None:
+        if self.closed_position is not None:
+            return self.closed_event_at
+        feed = self._loaded_feed
+        return feed.last_event_at if feed.head > self.feed_offset else None
+
+    @property
+    def _loaded_feed(self) -> Feed:
+        feed = self.feed
+        if not isinstance(feed, Feed):
+            raise RuntimeError(f"channel {self.id} was loaded without its feed")
+        return feed
+
     @property
     def event_count(self) -> int:
-        return int(self.head_sequence)
+        return self.head_sequence
 
     @property
     def resume_sequence(self) -> int:

@@ -1,4 +1,4 @@
-"""The durable history: each claim event stored once, and its place in each channel."""
+"""The durable history: each claim event stored once, and its place in each feed."""
 
 from __future__ import annotations
 
@@ -36,30 +36,48 @@ class ClaimEvent(Model):
         table = "claim_event"
 
 
-class ChannelEvent(Model):
-    """Event `event` is number `sequence` on channel `channel`."""
+class Feed(Model):
+    """Events of one routing, numbered once: 1, 2, 3 ... (`position`). Channels that route
+    alike (same subscription type, organisation or user, event types) share a feed, and a
+    channel's sequence of a feed event is `position - channel.feed_offset`, so an
+    organisation event is stored once however many of its coordinators subscribe
+    (docs/architecture.md, "Feeds")."""
 
     id = fields.BigIntField(primary_key=True)
-    channel: fields.ForeignKeyRelation[Any] = fields.ForeignKeyField(
-        "models.Channel", related_name="history", on_delete=fields.CASCADE
+    #: `<subscription type>:<organisation or user id>:<event types, comma-separated>` for a
+    #: shared feed; `channel:<channel id>` for a channel's own (migration 0005 gave every
+    #: channel of an earlier version one, so that its history stayed exactly as it was).
+    name = fields.CharField(max_length=512, unique=True)
+    #: Position of the newest event (0 before the first).
+    head = fields.BigIntField(default=0)
+    last_event_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "feed"
+
+
+class FeedEvent(Model):
+    """Event `event` is number `position` on feed `feed`."""
+
+    id = fields.BigIntField(primary_key=True)
+    feed: fields.ForeignKeyRelation[Feed] = fields.ForeignKeyField(
+        "models.Feed", related_name="events", on_delete=fields.CASCADE
     )
-    sequence = fields.BigIntField()
-    # Not a database constraint: with one, deleting a claim event (history.prune) made the
-    # database look for its placements by event_id, which no index serves: a scan of the
-    # whole history per expired event (2,000 expired events among 200,000 placements took
-    # 106 s on SQLite, writers locked out). Ingestion writes an event and its placements in
-    # one transaction, and prune deletes the placements first, so nothing relies on it.
+    position = fields.BigIntField()
+    # Not a database constraint (see migration 0002: deleting a claim event would look for
+    # its rows without an index); indexed for receipts, which find an event's positions.
     event: fields.ForeignKeyRelation[ClaimEvent] = fields.ForeignKeyField(
         "models.ClaimEvent",
-        related_name="placements",
+        related_name="positions",
         on_delete=fields.CASCADE,
         db_constraint=False,
+        db_index=True,
     )
     recorded_at = fields.DatetimeField(db_index=True)
 
     class Meta:
-        table = "channel_event"
-        unique_together = (("channel", "sequence"),)
+        table = "feed_event"
+        unique_together = (("feed", "position"),)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from claims_realtime.models import webhook_urls
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.errors import FallbackNotFound, InvalidInput, Unavailable
-from claims_realtime.models.event import ChannelEvent
+from claims_realtime.models.event import FeedEvent
 from claims_realtime.models.fallback import WebhookFailure, WebhookFallback, WebhookKeyCheck
 from claims_realtime.models.subscriptions import (
     NewChannel,
@@ -157,7 +157,7 @@ async def set_fallback(channel_id: str, spec: FallbackSpec, policy: WebhookPolic
     async with in_transaction() as connection:
         # The head as of now: what was recorded before the fallback existed never fires.
         await channel.refresh_from_db(
-            fields=["head_sequence", "confirmed_sequence"], using_db=connection
+            fields=["confirmed_sequence", "closed_position"], using_db=connection
         )
         made = await put_fallback(connection, channel, spec, event_types, policy)
         return replace(
@@ -237,11 +237,15 @@ async def owed(
     """Events of the fallback's types after both its cursor and the subscriber's
     confirmations: what it would still send, due or not."""
     start = max(int(fallback.cursor), int(channel.confirmed_sequence or 0))
-    if start >= channel.head_sequence:
+    head, offset = channel.head_sequence, int(channel.feed_offset)
+    if start >= head:
         return 0
     return (
-        await ChannelEvent.filter(
-            channel_id=channel.id, sequence__gt=start, event__event_type__in=fallback.event_types
+        await FeedEvent.filter(
+            feed_id=channel.feed_id,
+            position__gt=offset + start,
+            position__lte=offset + head,
+            event__event_type__in=fallback.event_types,
         )
         .using_db(connection)
         .count()

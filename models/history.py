@@ -1,5 +1,9 @@
 """Reading the durable per-channel history, within its retention bounds, and keeping the
-channel's delivery positions and status."""
+channel's delivery positions and status.
+
+A channel's events are its feed's after the channel's offset (models.event.Feed): its
+sequence n is the feed's position `feed_offset + n`. Retention keeps a channel's newest
+`max_events`, which are among its feed's newest `max_events`, so pruning works per feed."""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
-from claims_realtime.models.event import ChannelEvent, StoredEvent
-from claims_realtime.models.sql import Select
+from claims_realtime.models.event import FeedEvent, StoredEvent
+from claims_realtime.models.sql import Select, padded
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -61,26 +65,35 @@ class Resumption:
 
 async def first_available(channel: Channel, retention: Retention) -> int:
     """The oldest sequence still replayable on `channel` (head + 1 when none is)."""
+    head, offset = channel.head_sequence, int(channel.feed_offset)
     row = (
-        await ChannelEvent.filter(
-            channel_id=channel.id,
-            sequence__gte=retention.lowest_kept(channel.head_sequence),
+        await FeedEvent.filter(
+            feed_id=channel.feed_id,
+            position__gte=offset + retention.lowest_kept(head),
+            position__lte=offset + head,
             recorded_at__gte=retention.cutoff(),
         )
-        .order_by("sequence")
+        .order_by("position")
         .first()
-        .values_list("sequence", flat=True)
+        .values_list("position", flat=True)
     )
     # Tortoise types a flat values_list as a tuple; at run time it is the bare value.
-    return int(row) if row is not None else channel.head_sequence + 1  # type: ignore[call-overload,no-any-return]
+    return int(row) - offset if row is not None else head + 1  # type: ignore[call-overload,no-any-return]
 
 
+#: The channel's events after sequence `?` up to `?`, as positions of its feed: after its
+#: offset, and up to where it was closed.
+_CHANNEL_EVENTS = (
+    " FROM channel c JOIN feed_event fe ON fe.feed_id = c.feed_id"
+    " JOIN claim_event e ON e.event_id = fe.event_id"
+    " WHERE c.id = ? AND fe.position > c.feed_offset + ? AND fe.position <= c.feed_offset + ?"
+    " AND fe.position <= COALESCE(c.closed_position, fe.position) AND fe.recorded_at >= ?"
+    " ORDER BY fe.position LIMIT ?"
+)
 _READ_AFTER = (
-    "SELECT ce.sequence, e.event_id, e.event_type, e.claim_id, e.organisation_id, e.user_id,"
-    " e.actor_id, e.occurred_at, e.data, ce.recorded_at"
-    " FROM channel_event ce JOIN claim_event e ON e.event_id = ce.event_id"
-    " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.sequence <= ? AND ce.recorded_at >= ?"
-    " ORDER BY ce.sequence LIMIT ?"
+    "SELECT fe.position - c.feed_offset AS sequence, e.event_id, e.event_type, e.claim_id,"
+    " e.organisation_id, e.user_id, e.actor_id, e.occurred_at, e.data, fe.recorded_at"
+    + _CHANNEL_EVENTS
 )
 _READ_COLUMNS = (
     "sequence",
@@ -122,11 +135,9 @@ async def read_after(
 
 
 _WINDOW = (
-    "SELECT * FROM (SELECT ce.channel_id, ce.sequence, e.event_id, e.event_type, e.claim_id,"
-    " e.organisation_id, e.user_id, e.actor_id, e.occurred_at, e.data, ce.recorded_at"
-    " FROM channel_event ce JOIN claim_event e ON e.event_id = ce.event_id"
-    " WHERE ce.channel_id = ? AND ce.sequence > ? AND ce.recorded_at >= ?"
-    " ORDER BY ce.sequence LIMIT ?) AS w{index}"
+    "SELECT * FROM (SELECT c.id AS channel_id, fe.position - c.feed_offset AS sequence,"
+    " e.event_id, e.event_type, e.claim_id, e.organisation_id, e.user_id, e.actor_id,"
+    " e.occurred_at, e.data, fe.recorded_at" + _CHANNEL_EVENTS + ") AS w{index}"
 )
 
 
@@ -146,7 +157,9 @@ async def read_after_each(
     windows += [("", 0)] * ((1 << (len(windows) - 1).bit_length()) - len(windows))
     sql = " UNION ALL ".join(_WINDOW.format(index=index) for index in range(len(windows)))
     parameters = [
-        value for channel_id, after in windows for value in (channel_id, after, cutoff, limit)
+        value
+        for channel_id, after in windows
+        for value in (channel_id, after, _NO_BOUND, cutoff, limit)
     ]
     rows = await backend.read(Select(sql, parameters, ("channel_id", *_READ_COLUMNS)))
     read_time = backend.read_time
@@ -209,19 +222,26 @@ async def read_page(channel_id: str, after: int, limit: int, retention: Retentio
 
 
 #: Channels per query when reading heads (bound parameters stay well under any limit).
-_HEADS_CHUNK = 500
+_HEADS_CHUNK = 512
+_HEADS = (
+    "SELECT c.id, COALESCE(c.closed_position, f.head) - c.feed_offset AS head, c.closed_at"
+    " FROM channel c JOIN feed f ON f.id = c.feed_id WHERE c.id IN ({ids})"
+)
+_HEADS_COLUMNS = ("id", "head", "closed_at")
 
 
 async def heads(channel_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
     """(head sequence, closed_at) of each channel that exists."""
     found: dict[str, tuple[int, datetime | None]] = {}
     ids = list(dict.fromkeys(channel_ids))
+    backend = current()
     for start in range(0, len(ids), _HEADS_CHUNK):
-        rows = await Channel.filter(id__in=ids[start : start + _HEADS_CHUNK]).values_list(
-            "id", "head_sequence", "closed_at"
+        chunk = padded(ids[start : start + _HEADS_CHUNK])
+        rows = await backend.read(
+            Select(_HEADS.format(ids=", ".join("?" * len(chunk))), chunk, _HEADS_COLUMNS)
         )
         for cid, head, closed in rows:
-            found[str(cid)] = (int(head), closed)
+            found[str(cid)] = (int(head), None if closed is None else backend.read_time(closed))
     return found
 
 
@@ -253,23 +273,23 @@ PRUNE_CHUNK = 5_000
 
 
 async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
-    """Delete history beyond retention; answer how many placements went.
+    """Delete history beyond retention; answer how many feed positions went.
 
     Reads already ignore what lies beyond the bounds, so this only reclaims space.
     """
     backend = current()
     connection = Tortoise.get_connection("default")
     cutoff = backend.bind_time(retention.cutoff())
-    # Each channel's newest placement stays, however old, as before the heads were kept in
-    # the channel row: prune removes no more than it did. Reads stop at the cutoff, so no
+    # Each feed's newest position stays, however old, as each channel's newest placement
+    # did before feeds: prune removes no more than it did. Reads stop at the cutoff, so no
     # client sees it.
     expired = await _delete_in_chunks(
         backend,
         connection,
-        "channel_event",
+        "feed_event",
         "id",
-        "SELECT ce.id FROM channel_event ce WHERE ce.recorded_at < ? AND ce.sequence < "
-        "(SELECT max(n.sequence) FROM channel_event n WHERE n.channel_id = ce.channel_id)",
+        "SELECT fe.id FROM feed_event fe WHERE fe.recorded_at < ? AND fe.position < "
+        "(SELECT f.head FROM feed f WHERE f.id = fe.feed_id)",
         [cutoff],
         chunk,
     )
@@ -283,17 +303,18 @@ async def prune(retention: Retention, *, chunk: int = PRUNE_CHUNK) -> int:
         chunk,
     )
     # max_events is an int from settings: formatting it in is safe on any database.
-    # Driven from the channels that have more than that, each one's placements found by
-    # (channel_id, sequence): joined the other way round, SQLite read the whole history's
-    # index every run, with the writers waiting.
+    # Driven from the feeds that have more than that, each one's positions found by
+    # (feed_id, position): joined the other way round, SQLite read the whole history's
+    # index every run, with the writers waiting. CROSS JOIN is SQLite's way of fixing the
+    # order; PostgreSQL plans it as the inner join it is.
     keep = int(retention.max_events)
     overflow = await _delete_in_chunks(
         backend,
         connection,
-        "channel_event",
+        "feed_event",
         "id",
-        "SELECT ce.id FROM channel c JOIN channel_event ce ON ce.channel_id = c.id "
-        f"WHERE c.head_sequence > {keep} AND ce.sequence <= c.head_sequence - {keep}",
+        "SELECT fe.id FROM feed f CROSS JOIN feed_event fe "
+        f"WHERE fe.feed_id = f.id AND f.head > {keep} AND fe.position <= f.head - {keep}",
         [],
         chunk,
     )

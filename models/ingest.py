@@ -1,5 +1,6 @@
-"""Recording claim events: route each to its channels and give it the next sequence on each,
-all in one transaction, committed before anyone is told it was accepted."""
+"""Recording claim events: route each to its feeds, give it the next position on each (and so
+the next sequence on each of their channels), all in one transaction, committed before anyone
+is told it was accepted."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ _EVENT_COLUMNS = (
     "fingerprint",
     "channel_count",
 )
-_PLACEMENT_COLUMNS = ("channel_id", "sequence", "event_id", "recorded_at")
+_FEED_EVENT_COLUMNS = ("feed_id", "position", "event_id", "recorded_at")
 
 
 class Placement(NamedTuple):
@@ -110,15 +111,20 @@ def _recording(
     prefixes: list[str],
     now: datetime,
 ) -> Script[list[Recorded]]:
-    """The transaction: sort out duplicates, place the rest on the channels they route to
-    (whose rows it locks), write events, placements and the channels' new heads. Run by the
+    """The transaction: sort out duplicates, place the rest on the feeds they route to (whose
+    rows it locks), write events, feed positions and the feeds' new heads. Run by the
     backend, on SQLite in its thread: the batch is worked out there too."""
     batch = _Batch(fresh, prefixes, now, backend.bind_time)
     known = _known_query(given)
     batch.sort_out_duplicates((yield known) if known is not None else [])
-    candidates = _candidates_query(batch.to_store)
-    if candidates is not None:
-        batch.place((yield candidates))
+    routed = _routed(batch.to_store)
+    if routed is not None:
+        # The feeds are locked first and their channels read after, in a statement of its
+        # own: a channel created meanwhile committed its offset before we got its feed's
+        # lock, so it is seen here (PostgreSQL reads each statement afresh), and a channel
+        # on a feed we did not lock is newer than these events.
+        locked = yield _feeds_query(*routed)
+        batch.place(locked, (yield _channels_query(*routed)))
     yield batch.writes(backend)
     return batch.results()
 
@@ -144,8 +150,9 @@ class _Batch:
         self._results: list[Recorded | None] = [None] * len(fresh)
         #: (index in the call, event) of the events to store.
         self.stored: list[tuple[int, NewEvent]] = []
-        self._placements: list[list[Any]] = []
-        self._touched: dict[str, _Route] = {}
+        self._positions: list[list[Any]] = []
+        self._placements: dict[str, tuple[Placement, ...]] = {}
+        self._touched: dict[int, _Feed] = {}
 
     def bound(self, moment: datetime) -> Any:
         value = self._bound_times.get(moment)
@@ -174,35 +181,42 @@ class _Batch:
             known[event.event_id] = event
             self.stored.append((i, event))
 
-    def place(self, candidate_rows: Sequence[Sequence[Any]]) -> None:
-        """Give each stored event the next sequence on every open channel it routes to."""
-        by_organisation, by_user = _routes(candidate_rows)
+    def place(
+        self, feed_rows: Sequence[Sequence[Any]], channel_rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Give each stored event the next position on every feed it routes to that has an
+        open channel, and so the next sequence on each of those channels."""
+        by_organisation, by_user = _routes(feed_rows, channel_rows)
         for _, event in self.stored:
-            placed = 0
-            for route in (
+            placements: list[Placement] = []
+            for feed in (
                 *by_organisation.get(event.organisation_id, ()),
                 *by_user.get(event.user_id, ()),
             ):
-                if event.event_type in route.event_types:
-                    route.head += 1
-                    self._touched[route.id] = route
-                    self._placements.append([route.id, route.head, event.event_id, self.now])
-                    placed += 1
-            event.channel_count = placed
+                if event.event_type in feed.event_types:
+                    feed.head += 1
+                    self._touched[feed.id] = feed
+                    self._positions.append([feed.id, feed.head, event.event_id, self.now])
+                    placements += [
+                        Placement(channel_id, feed.head - offset)
+                        for channel_id, offset in feed.channels
+                    ]
+            event.channel_count = len(placements)
+            self._placements[event.event_id] = tuple(placements)
 
     def writes(self, backend: Backend) -> list[Statement]:
-        # Each touched channel's row is updated once, in the same transaction as its
-        # placements: channel.head_sequence is the head on every database, and the next
-        # ingestion reads it from the row it locks (a locked row is read fresh after the
-        # wait, where a subquery of the same SELECT would read the snapshot from before).
-        heads = {route.id: route.head for route in self._touched.values()}
+        # Each touched feed's row is updated once, in the same transaction as its positions:
+        # feed.head is the head on every database, and the next ingestion reads it from the
+        # row it locks (a locked row is read fresh after the wait, where a subquery of the
+        # same SELECT would read the snapshot from before).
+        heads = {feed.id: feed.head for feed in self._touched.values()}
         return [
             *backend.insert_statements(
                 "claim_event", _EVENT_COLUMNS, [self._event_row(event) for event in self.to_store]
             ),
-            *backend.insert_statements("channel_event", _PLACEMENT_COLUMNS, self._placements),
+            *backend.insert_statements("feed_event", _FEED_EVENT_COLUMNS, self._positions),
             *backend.update_statements(
-                "channel", "head_sequence", heads, also={"last_event_at": self.now}
+                "feed", "head", heads, also={"last_event_at": self.now}, integer_ids=True
             ),
         ]
 
@@ -222,14 +236,9 @@ class _Batch:
         ]
 
     def results(self) -> list[Recorded]:
-        placements: dict[str, list[Placement]] = {}
-        for channel_id, sequence, event_id, _ in self._placements:
-            placements.setdefault(event_id, []).append(Placement(channel_id, sequence))
         for i, event in self.stored:
             self._results[i] = Recorded(
-                event=event,
-                duplicate=False,
-                placements=tuple(placements.get(event.event_id, ())),
+                event=event, duplicate=False, placements=self._placements[event.event_id]
             )
         return [result for result in self._results if result is not None]
 
@@ -271,32 +280,38 @@ def _stored_event(values: Sequence[Any]) -> NewEvent:
 
 
 @dataclass(slots=True)
-class _Route:
-    """What routing needs of an open channel, and its head as this batch advances it."""
+class _Feed:
+    """What routing needs of a locked feed: its event types, its head as this batch advances
+    it, and its open channels with their offsets."""
 
-    id: str
+    id: int
     event_types: frozenset[str]
     head: int
+    channels: list[tuple[str, int]]
 
 
-_CANDIDATE_COLUMNS = (
+#: Where an open channel routes from: the same for the feed locks and the channels.
+_OPEN_CHANNELS_ROUTED = """
+    status <> 'closed' AND (
+        (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
+        OR (subscription_type = 'user_claims' AND user_id IN ({users})))
+"""
+
+#: Ordered by id: the order every transaction locks feed rows in.
+_FEEDS = (
+    "SELECT id, head FROM feed WHERE id IN (SELECT feed_id FROM channel WHERE {open}) ORDER BY id"
+)
+
+_CHANNEL_COLUMNS = (
     "id",
     "subscription_type",
     "organisation_id",
     "user_id",
     "event_types",
-    "head",
+    "feed_id",
+    "feed_offset",
 )
-
-#: Ordered by id: the order every transaction locks channel rows in (Backend.lock_rows).
-_CANDIDATES = """
-    SELECT id, subscription_type, organisation_id, user_id, event_types, head_sequence AS head
-    FROM channel
-    WHERE status <> 'closed' AND (
-        (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
-        OR (subscription_type = 'user_claims' AND user_id IN ({users})))
-    ORDER BY id
-"""
+_CHANNELS = f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channel WHERE {{open}} ORDER BY id"
 
 
 @functools.lru_cache(maxsize=64)
@@ -305,38 +320,53 @@ def _event_types(raw: str) -> frozenset[str]:
     return frozenset(json.loads(raw))
 
 
-def _candidates_query(events: Sequence[NewEvent]) -> Select | None:
-    """Open channels any of `events` may route to: rows of (id, subscription_type,
-    organisation_id, user_id, event_types, head), locked against concurrent ingestion (the
-    transaction updates their heads). One plain query: no model objects for a batch that
-    may touch thousands of channels.
-    """
+def _routed(events: Sequence[NewEvent]) -> tuple[str, list[str]] | None:
+    """The condition on channel rows that any of `events` may route to, and its
+    parameters; None for no events."""
     if not events:
         return None
     organisations = padded(sorted({event.organisation_id for event in events}))
     users = padded(sorted({event.user_id for event in events}))
-    query = _CANDIDATES.format(
+    where = _OPEN_CHANNELS_ROUTED.format(
         organisations=", ".join("?" * len(organisations)),
         users=", ".join("?" * len(users)),
     )
-    return Select(query, [*organisations, *users], _CANDIDATE_COLUMNS, lock=True)
+    return where, [*organisations, *users]
+
+
+def _feeds_query(where: str, parameters: list[str]) -> Select:
+    """The feeds of the open channels `where` picks: rows of (id, head), locked against
+    concurrent ingestion and channel creation and closing (the transaction moves heads)."""
+    return Select(_FEEDS.format(open=where), parameters, ("id", "head"), lock=True)
+
+
+def _channels_query(where: str, parameters: list[str]) -> Select:
+    """The open channels `where` picks, as rows of `_CHANNEL_COLUMNS`. One plain query: no
+    model objects for a batch that may reach thousands of channels."""
+    return Select(_CHANNELS.format(open=where), parameters, _CHANNEL_COLUMNS)
 
 
 def _routes(
-    rows: Sequence[Sequence[Any]],
-) -> tuple[dict[str, list[_Route]], dict[str, list[_Route]]]:
-    """The candidate channels (rows as `_candidates_query` selects them) by organisation and
-    by user."""
-    by_organisation: dict[str, list[_Route]] = {}
-    by_user: dict[str, list[_Route]] = {}
-    for channel_id, subscription_type, organisation_id, user_id, types, head in rows:
-        route = _Route(
-            channel_id,
-            _event_types(types if isinstance(types, str) else json.dumps(types)),
-            int(head),
-        )
-        if subscription_type == SubscriptionType.ORGANISATION_CLAIMS:
-            by_organisation.setdefault(organisation_id, []).append(route)
-        else:
-            by_user.setdefault(user_id, []).append(route)
+    feed_rows: Sequence[Sequence[Any]], channel_rows: Sequence[Sequence[Any]]
+) -> tuple[dict[str, list[_Feed]], dict[str, list[_Feed]]]:
+    """The locked feeds (rows of `_feeds_query`) with their open channels (rows of
+    `_channels_query`), by organisation and by user. A channel whose feed is not locked
+    was created after the lock query read the channels: these events are older than it."""
+    heads = {int(feed_id): int(head) for feed_id, head in feed_rows}
+    feeds: dict[int, _Feed] = {}
+    by_organisation: dict[str, list[_Feed]] = {}
+    by_user: dict[str, list[_Feed]] = {}
+    for channel_id, kind, organisation_id, user_id, types, feed_id, offset in channel_rows:
+        feed_id = int(feed_id)
+        if feed_id not in heads:
+            continue
+        feed = feeds.get(feed_id)
+        if feed is None:
+            raw = types if isinstance(types, str) else json.dumps(types)
+            feed = feeds[feed_id] = _Feed(feed_id, _event_types(raw), heads[feed_id], [])
+            if kind == SubscriptionType.ORGANISATION_CLAIMS:
+                by_organisation.setdefault(organisation_id, []).append(feed)
+            else:
+                by_user.setdefault(user_id, []).append(feed)
+        feed.channels.append((channel_id, int(offset)))
     return by_organisation, by_user

@@ -1,4 +1,8 @@
-"""Channel lifecycle: create, list, read, reconnect, close. No HTTP, no Socket.IO."""
+"""Channel lifecycle: create, list, read, reconnect, close. No HTTP, no Socket.IO.
+
+A channel joins its routing's feed when it is created (models.event.Feed) and leaves it when
+it is closed: both lock the feed's row and read its head, as ingestion locks it to append,
+so every event is either before a channel (not its own) or after it, never in between."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from claims_realtime.models.channel import ALL_EVENT_TYPES, Channel, ChannelStat
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.credentials import hash_secret, new_channel_id, new_token
 from claims_realtime.models.errors import ChannelClosed, ChannelNotFound, TooManyChannels
+from claims_realtime.models.event import Feed
 
 #: First key of the locks serialising channel creation per user (PostgreSQL: advisory
 #: locks): keeps them apart from any other use of such locks in the same database.
@@ -63,6 +68,7 @@ async def create_channel(
     otherwise both count 99 and both insert).
     """
     token = new_token()
+    types = canonical_event_types(event_types)
     async with in_transaction() as connection:
         if max_active > 0:
             await current().lock_until_commit(connection, CREATE_LOCK_SPACE, user_id)
@@ -74,13 +80,16 @@ async def create_channel(
             )
             if active >= max_active:
                 raise TooManyChannels(user_id, max_active)
+        feed = await _locked_feed(connection, subscription_type, user_id, organisation_id, types)
         channel = await Channel.create(
             using_db=connection,
             id=new_channel_id(),
+            feed=feed,
+            feed_offset=feed.head,
             subscription_type=subscription_type,
             organisation_id=organisation_id,
             user_id=user_id,
-            event_types=canonical_event_types(event_types),
+            event_types=types,
             status=ChannelStatus.CONNECTED,
             token_hash=hash_secret(token),
             created_at=utcnow(),
@@ -88,6 +97,37 @@ async def create_channel(
         if then is not None:
             await then(connection, channel)
     return NewChannel(channel=channel, token=token)
+
+
+def feed_name(
+    subscription_type: SubscriptionType,
+    user_id: str,
+    organisation_id: str | None,
+    event_types: Sequence[str],
+) -> str:
+    """The shared feed of channels that route alike (ingestion routes organisation channels
+    by organisation, user channels by user, then by event type)."""
+    key = organisation_id if subscription_type == SubscriptionType.ORGANISATION_CLAIMS else user_id
+    return f"{subscription_type.value}:{key}:{','.join(event_types)}"
+
+
+async def _locked_feed(
+    connection: BaseDBAsyncClient,
+    subscription_type: SubscriptionType,
+    user_id: str,
+    organisation_id: str | None,
+    event_types: Sequence[str],
+) -> Feed:
+    """The routing's feed, created if it is the first such channel, its row locked until the
+    transaction ends. The INSERT comes first: on SQLite it takes the write lock before the
+    head is read, and on PostgreSQL two creators of a new feed make it once."""
+    name = feed_name(subscription_type, user_id, organisation_id, event_types)
+    backend = current()
+    await connection.execute_query(
+        backend.sql("INSERT INTO feed (name, head) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),
+        [name],
+    )
+    return await Feed.filter(name=name).using_db(connection).select_for_update().get()
 
 
 async def list_channels(
@@ -109,13 +149,19 @@ async def list_channels(
     if where.subscription_type is not None:
         query = query.filter(subscription_type=where.subscription_type)
     total = await query.count()
-    rows = await query.order_by("-created_at", "-id").offset((page - 1) * limit).limit(limit)
+    page_query = query.select_related("feed").order_by("-created_at", "-id")
+    rows = await page_query.offset((page - 1) * limit).limit(limit)
     return list(rows), total
+
+
+async def channel_or_none(channel_id: str) -> Channel | None:
+    """The channel with its feed (which its head is read from), closed or not."""
+    return await Channel.filter(id=channel_id).select_related("feed").first()
 
 
 async def find_channel(channel_id: str) -> Channel:
     """The channel, closed or not; ChannelNotFound if there is none."""
-    channel = await Channel.get_or_none(id=channel_id)
+    channel = await channel_or_none(channel_id)
     if channel is None:
         raise ChannelNotFound(channel_id)
     return channel
@@ -143,10 +189,18 @@ async def reconnect_channel(channel_id: str) -> tuple[Channel, int]:
 
 async def close_channel(channel_id: str) -> Channel:
     """Close the channel (idempotent: a closed channel keeps its first `closed_at`)."""
-    async with in_transaction():
+    async with in_transaction() as connection:
         channel = await find_channel(channel_id)
         if channel.status != ChannelStatus.CLOSED:
+            # Events the feed holds now are the channel's; any appended later are not.
+            locked = Feed.filter(id=channel.feed_id).using_db(connection).select_for_update()
+            channel.feed = feed = await locked.get()
+            channel.closed_position = feed.head
+            had_events = feed.head > channel.feed_offset
+            channel.closed_event_at = feed.last_event_at if had_events else None
             channel.status = ChannelStatus.CLOSED
             channel.closed_at = utcnow()
-            await channel.save(update_fields=["status", "closed_at"])
+            await channel.save(
+                update_fields=["status", "closed_at", "closed_position", "closed_event_at"]
+            )
     return channel

@@ -24,12 +24,20 @@ from claims_realtime.models.fallback import WebhookFallback
 from claims_realtime.models.fallbacks import owed
 from claims_realtime.models.sql import Script, Select, Statement
 
+#: An open channel's head (models.channel.Channel.head_sequence), from its feed's.
+_HEAD = "(fd.head - c.feed_offset)"
+#: Open channels with a fallback and their feeds.
+_WITH_FALLBACK = (
+    " FROM webhook_fallback f JOIN channel c ON c.id = f.channel_id"
+    " JOIN feed fd ON fd.id = c.feed_id"
+    " WHERE f.disabled_at IS NULL AND c.status <> ?"
+    f" AND {_HEAD} > f.cursor AND {_HEAD} > COALESCE(c.confirmed_sequence, 0)"
+)
 _CANDIDATES = (
     "SELECT f.channel_id, c.subscription_type, c.user_id, c.organisation_id,"
-    " c.head_sequence, c.confirmed_sequence"
-    " FROM webhook_fallback f JOIN channel c ON c.id = f.channel_id"
-    " WHERE f.disabled_at IS NULL AND c.status <> ?"
-    " AND c.head_sequence > f.cursor AND c.head_sequence > COALESCE(c.confirmed_sequence, 0)"
+    f" {_HEAD} AS head_sequence, c.confirmed_sequence"
+    + _WITH_FALLBACK
+    +
     " AND COALESCE(f.next_attempt_at, f.created_at) <= ?"
     " AND (f.lease_until IS NULL OR f.lease_until < ?)"
     # Longest waiting first: a channel that just sent goes to the back.
@@ -271,11 +279,9 @@ async def drop_closed() -> int:
 
 
 _BACKLOG = (
-    "SELECT COALESCE(SUM(c.head_sequence - {greatest}(f.cursor,"
+    f"SELECT COALESCE(SUM({_HEAD} - {{greatest}}(f.cursor,"
     " COALESCE(c.confirmed_sequence, 0))), 0), MIN(COALESCE(f.next_attempt_at, f.created_at))"
-    " FROM webhook_fallback f JOIN channel c ON c.id = f.channel_id"
-    " WHERE f.disabled_at IS NULL AND c.status <> ?"
-    " AND c.head_sequence > f.cursor AND c.head_sequence > COALESCE(c.confirmed_sequence, 0)"
+    + _WITH_FALLBACK
 )
 
 

@@ -239,7 +239,7 @@ class Hub:
         # moment; freed, that memory stayed fragmented in the process for good
         # (docs/performance-log.md#the-delivery-path).
         async with self._attaching:
-            channel = await Channel.get_or_none(id=channel_id)
+            channel = await subscriptions.channel_or_none(channel_id)
             if channel is None:
                 raise Refusal("channel_not_found", f"No channel {channel_id}.")
             if not secret_matches(token, channel.token_hash):
@@ -260,7 +260,7 @@ class Hub:
             first = await history.first_available(channel, self.retention)
             window = history.Resumption(resumed_from, head, first)
             start = window.start
-            recovery = {
+            recovery: dict[str, Any] = {
                 "channel_id": channel_id,
                 "resumed_from": resumed_from,
                 "head_sequence": head,

@@ -61,3 +61,35 @@ async def connect_refusal(
     finally:
         await sio.shutdown()
     return None
+
+
+async def placements(channel_id: str) -> list[tuple[int, str]]:
+    """(sequence, event_id) of every stored position of the channel's feed that is the
+    channel's (after its offset, up to where it was closed), in order: what the history
+    holds for it, read straight from the tables."""
+    from claims_realtime.models.channel import Channel
+    from claims_realtime.models.event import FeedEvent
+
+    channel = await Channel.get(id=channel_id)
+    offset = int(channel.feed_offset)
+    rows = FeedEvent.filter(feed_id=channel.feed_id, position__gt=offset)
+    if channel.closed_position is not None:
+        rows = rows.filter(position__lte=channel.closed_position)
+    found = await rows.order_by("position").values_list("position", "event_id")
+    return [(int(position) - offset, str(event_id)) for position, event_id in found]
+
+
+async def age_history(
+    channel_id: str, recorded_at: Any, *, after: int = 0, up_to: int | None = None
+) -> None:
+    """Set `recorded_at` of the channel's events (those after sequence `after`, up to
+    `up_to`), as if they were recorded then: what retention by age looks at."""
+    from claims_realtime.models.channel import Channel
+    from claims_realtime.models.event import FeedEvent
+
+    channel = await Channel.get(id=channel_id)
+    offset = int(channel.feed_offset)
+    rows = FeedEvent.filter(feed_id=channel.feed_id, position__gt=offset + after)
+    if up_to is not None:
+        rows = rows.filter(position__lte=offset + up_to)
+    await rows.update(recorded_at=recorded_at)

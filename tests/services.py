@@ -26,7 +26,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TABLES = (
-    "channel_event",
+    "feed_event",
     "claim_event",
     "presence",
     "node",
@@ -34,6 +34,7 @@ TABLES = (
     "webhook_fallback",
     "webhook_key_check",
     "channel",
+    "feed",
 )
 
 

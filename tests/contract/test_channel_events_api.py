@@ -17,11 +17,10 @@ import pytest
 
 from claims_realtime.app import BASE_PATHS, CANONICAL_BASE
 from claims_realtime.models.channel import Channel
-from claims_realtime.models.event import ChannelEvent
 from claims_realtime.settings import Settings
 from tests.asyncapi import validate_message
 from tests.conftest import in_process
-from tests.helpers import PUBLISHER_KEY, assert_problem
+from tests.helpers import PUBLISHER_KEY, age_history, assert_problem
 from tests.tokens import JWT_SECRET, bearer, make_token
 
 base_paths = pytest.mark.parametrize("base", BASE_PATHS, ids=["canonical", "contract"])
@@ -174,7 +173,7 @@ async def test_events_older_than_the_ttl_are_counted_unavailable(api: httpx.Asyn
     await publish(api, 4)
     channel = await Channel.get(id=channel_id)
     old = channel.created_at - timedelta(days=30)  # beyond the default HISTORY_TTL, 7 days
-    await ChannelEvent.filter(channel_id=channel_id, sequence__lte=2).update(recorded_at=old)
+    await age_history(channel_id, old, up_to=2)
 
     body = await page(api, channel_id)
 

@@ -1,11 +1,12 @@
-"""On PostgreSQL every transaction that writes several channel rows locks them in id order,
-as ingestion does: two transactions taking overlapping row locks in different orders
-deadlock, and PostgreSQL aborts one (under load this turned ingestion requests into 500s,
-the positions flush locking rows in its UPDATE ... FROM VALUES join order).
+"""On PostgreSQL every transaction that writes several rows of a table locks them in id
+order: two transactions taking overlapping row locks in different orders deadlock, and
+PostgreSQL aborts one (under load this turned ingestion requests into 500s, the positions
+flush locking channel rows in its UPDATE ... FROM VALUES join order). The positions flush
+locks channel rows; ingestion locks the rows of the feeds it appends to.
 
-The check is deterministic: a blocker holds the lower channel's row lock; the flush, given
-the higher channel first, must be seen waiting for the lower one while the higher one is
-still free (a NOWAIT lock on it succeeds).
+The check is deterministic: a blocker holds the lower row's lock; the transaction under
+test, given the higher row first, must be seen waiting for the lower one while the higher
+one is still free (a NOWAIT lock on it succeeds).
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ async def waiting_for_a_lock(url: str) -> None:
         await observer.close()
 
 
-async def lock_is_free(url: str, channel_id: str) -> bool:
+async def lock_is_free(url: str, table: str, row_id: object) -> bool:
     probe = await asyncpg.connect(url)
     try:
         async with probe.transaction():
-            await probe.execute("SELECT 1 FROM channel WHERE id = $1 FOR UPDATE NOWAIT", channel_id)
+            await probe.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE NOWAIT", row_id)
         return True
     except asyncpg.exceptions.LockNotAvailableError:
         return False
@@ -86,17 +87,19 @@ async def lock_is_free(url: str, channel_id: str) -> bool:
         await probe.close()
 
 
-async def while_lower_row_is_held(url: str, low: str, high: str, work: Any) -> bool:
-    """Run `work` while another transaction holds `low`'s row lock; answer whether `high`
-    was still free once `work` waited; then let `work` finish."""
+async def while_lower_row_is_held(
+    url: str, low: object, high: object, work: Any, table: str = "channel"
+) -> bool:
+    """Run `work` while another transaction holds the lock of `table`'s row `low`; answer
+    whether row `high` was still free once `work` waited; then let `work` finish."""
     blocker = await asyncpg.connect(url)
     try:
         transaction = blocker.transaction()
         await transaction.start()
-        await blocker.execute("SELECT 1 FROM channel WHERE id = $1 FOR UPDATE", low)
+        await blocker.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE", low)
         task = asyncio.ensure_future(work)
         await waiting_for_a_lock(url)
-        free = await lock_is_free(url, high)
+        free = await lock_is_free(url, table, high)
         await transaction.rollback()
         await asyncio.wait_for(task, WAIT)
         return free
@@ -115,16 +118,23 @@ async def test_the_positions_flush_locks_channels_in_id_order(locks_db: str) -> 
         assert stored[high].delivered_sequence == 5 and stored[low].confirmed_sequence == 3
 
 
-async def test_ingestion_locks_channels_in_id_order(locks_db: str) -> None:
+async def test_ingestion_locks_feeds_in_id_order(locks_db: str) -> None:
     async with on_postgres(locks_db):
-        low, high = await two_channels()
+        # The claimant's channel and a coordinator's: two feeds the event is appended to.
+        owner = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_f")
+        coordinator = await subscriptions.create_channel(
+            SubscriptionType.ORGANISATION_CLAIMS, organisation_id="org_f", user_id="usr_c"
+        )
+        channels = [owner.channel, coordinator.channel]
+        low, high = sorted(int(channel.feed_id or 0) for channel in channels)
+        assert low != high
         event = {
             "event_type": "comment_added",
             "claim_id": "c1",
-            "organisation_id": "o",
-            "user_id": "usr_l",
+            "organisation_id": "org_f",
+            "user_id": "usr_f",
         }
         recording = ingest.record_events([event], max_data_bytes=1024, batch=False)
-        assert await while_lower_row_is_held(locks_db, low, high, recording)
-        heads = {cid: head for cid, (head, _) in (await history.heads([low, high])).items()}
-        assert heads[low] >= 1 and heads[high] >= 1
+        assert await while_lower_row_is_held(locks_db, low, high, recording, table="feed")
+        heads = await history.heads([channel.id for channel in channels])
+        assert [heads[channel.id][0] for channel in channels] == [1, 1]

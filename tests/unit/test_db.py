@@ -244,7 +244,7 @@ async def test_history_reads_use_their_own_read_only_connection_and_see_every_co
             rows = await read_after(created.channel.id, 0, 10, KEEP_ALL)
             assert [row.sequence for row in rows] == list(range(1, n + 2))
         with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
-            await backend._reader.execute("DELETE FROM channel_event")
+            await backend._reader.execute("DELETE FROM feed_event")
     finally:
         await close_database()
     assert backend._reader is None

@@ -106,5 +106,5 @@ async def test_concurrent_ingestions_number_a_channel_without_gaps() -> None:
         for placement in outcome.placements
     )
     assert sequences == list(range(1, 37))
-    channel = await type(created.channel).get(id=created.channel.id)
+    channel = await subscriptions.find_channel(created.channel.id)
     assert channel.head_sequence == 36

@@ -10,9 +10,10 @@ from tortoise import Tortoise
 
 from claims_realtime.models import history, ingest, subscriptions
 from claims_realtime.models.channel import Channel, SubscriptionType
-from claims_realtime.models.event import ChannelEvent, ClaimEvent
+from claims_realtime.models.event import ClaimEvent, Feed
 from claims_realtime.models.history import Retention
 from claims_realtime.realtime.protocol import event_body, prepare, prepare_fields
+from tests.helpers import age_history, placements
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -88,7 +89,7 @@ async def test_first_available_honours_the_event_bound() -> None:
 async def test_first_available_honours_the_age_bound() -> None:
     channel = await channel_with_events(3)
     old = channel.created_at - timedelta(hours=2)
-    await ChannelEvent.filter(channel_id=channel.id, sequence__lte=2).update(recorded_at=old)
+    await age_history(channel.id, old, up_to=2)
     assert await history.first_available(channel, KEEP_ALL) == 3
     assert [r.sequence for r in await history.read_after(channel.id, 0, 10, KEEP_ALL)] == [3]
 
@@ -102,19 +103,19 @@ async def test_prune_removes_only_what_retention_no_longer_keeps() -> None:
     channel = await channel_with_events(5)
     removed = await history.prune(Retention(max_events=2, ttl_seconds=3600))
     assert removed == 3
-    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    remaining = [sequence for sequence, _ in await placements(channel.id)]
     assert sorted(remaining) == [4, 5]
 
 
 async def test_prune_deletes_a_backlog_in_chunks_until_none_is_left() -> None:
     channel = await channel_with_events(25)
     old = channel.created_at - timedelta(hours=2)
-    await ChannelEvent.filter(channel_id=channel.id, sequence__lte=10).update(recorded_at=old)
+    await age_history(channel.id, old, up_to=10)
     await ClaimEvent.filter(claim_id__in=[f"c{i}" for i in range(10)]).update(recorded_at=old)
     # 10 expired (chunks of 3: 3, 3, 3, 1), then 15 - 4 kept = 11 beyond the count bound.
     removed = await history.prune(Retention(max_events=4, ttl_seconds=3600), chunk=3)
     assert removed == 10 + 11
-    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    remaining = [sequence for sequence, _ in await placements(channel.id)]
     assert sorted(remaining) == [22, 23, 24, 25]
     assert await ClaimEvent.filter(recorded_at__lt=channel.created_at).count() == 0
     assert await ClaimEvent.all().count() == 15
@@ -126,16 +127,16 @@ async def test_a_channel_keeps_its_head_when_all_its_history_expires() -> None:
     channel = await channel_with_events(5)
     last_event_at = channel.last_event_at
     old = channel.created_at - timedelta(hours=2)
-    await ChannelEvent.filter(channel_id=channel.id).update(recorded_at=old)
+    await age_history(channel.id, old)
     await ClaimEvent.all().update(recorded_at=old)
 
     assert await history.prune(KEEP_ALL) == 4
-    remaining = await ChannelEvent.filter(channel_id=channel.id).values_list("sequence", flat=True)
+    remaining = [sequence for sequence, _ in await placements(channel.id)]
     assert list(remaining) == [5]  # kept, but past the cutoff: no read returns it
     assert await history.read_after(channel.id, 0, 10, KEEP_ALL) == []
     assert await history.first_available(channel, KEEP_ALL) == 6
 
-    reloaded = await Channel.get(id=channel.id)
+    reloaded = await subscriptions.find_channel(channel.id)
     assert reloaded.head_sequence == 5
     assert reloaded.last_event_at is not None and reloaded.last_event_at <= last_event_at
     assert await record_one(channel) == 6
@@ -143,9 +144,10 @@ async def test_a_channel_keeps_its_head_when_all_its_history_expires() -> None:
 
 async def test_the_head_column_still_counts_where_no_placement_is_left() -> None:
     """A database pruned before history kept each channel's newest placement may hold a
-    channel whose head is only in its row: its numbering goes on from there."""
+    channel whose head is only in its row (migrated: its feed's): its numbering goes on from
+    there."""
     channel = await channel_with_events(0)
-    await Channel.filter(id=channel.id).update(head_sequence=7, last_event_at=channel.created_at)
+    await Feed.filter(id=channel.feed_id).update(head=7, last_event_at=channel.created_at)
 
     assert await history.heads([channel.id]) == {channel.id: (7, None)}
     await channel.refresh_from_db()
@@ -180,13 +182,13 @@ async def test_prune_does_not_scan_the_history_once_per_expired_event() -> None:
     channel = await channel_with_events(2_000)
     expired = 50
     old = channel.created_at - timedelta(hours=2)
-    first = await ChannelEvent.filter(channel_id=channel.id, sequence__lte=expired)
-    await ChannelEvent.filter(id__in=[row.id for row in first]).update(recorded_at=old)
-    await ClaimEvent.filter(event_id__in=[row.event_id for row in first]).update(recorded_at=old)
+    first = [event_id for _, event_id in (await placements(channel.id))[:expired]]
+    await age_history(channel.id, old, up_to=expired)
+    await ClaimEvent.filter(event_id__in=first).update(recorded_at=old)
     removed, steps = await _prune_counting_steps(Retention(max_events=10_000, ttl_seconds=3600))
     assert removed == expired
     assert await ClaimEvent.filter(recorded_at__lt=channel.created_at).count() == 0
-    assert await ChannelEvent.filter(channel_id=channel.id).count() == 2_000 - expired
+    assert len(await placements(channel.id)) == 2_000 - expired
     # Measured: 1,400 steps; with the scan per expired event (50 x 2,000 rows), 699,000.
     assert steps < 100_000, f"{steps} SQLite steps to prune {expired} events"
 
@@ -261,7 +263,7 @@ async def test_reading_many_channels_at_once_equals_reading_each() -> None:
         for _ in range(count):
             await record_one(created.channel)
     old = datetime.now(UTC) - timedelta(hours=2)
-    await ChannelEvent.filter(channel_id=channels["usr_a"], sequence=2).update(recorded_at=old)
+    await age_history(channels["usr_a"], old, after=1, up_to=2)
     starts = {channels["usr_a"]: 1, channels["usr_b"]: 0, channels["usr_c"]: 0}
 
     found = await history.read_after_each(starts, 3, KEEP_ALL)

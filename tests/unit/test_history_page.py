@@ -10,8 +10,8 @@ import pytest
 
 from claims_realtime.models import history, subscriptions
 from claims_realtime.models.errors import ChannelClosed, ChannelNotFound
-from claims_realtime.models.event import ChannelEvent
 from claims_realtime.models.history import Resumption, Retention
+from tests.helpers import age_history
 from tests.unit.test_history import KEEP_ALL, channel_with_events, record_one
 
 
@@ -90,7 +90,7 @@ class TestReadPage:
     async def test_the_age_bound(self, after: int, unavailable: int) -> None:
         channel = await channel_with_events(4)
         old = channel.created_at - timedelta(hours=2)
-        await ChannelEvent.filter(channel_id=channel.id, sequence__lte=2).update(recorded_at=old)
+        await age_history(channel.id, old, up_to=2)
         page = await history.read_page(channel.id, after, 10, KEEP_ALL)
         assert [row.sequence for row in page.events] == [s for s in (3, 4) if s > after]
         assert (page.first_available_sequence, page.unavailable) == (3, unavailable)
@@ -98,7 +98,7 @@ class TestReadPage:
     async def test_everything_expired(self) -> None:
         channel = await channel_with_events(2)
         old = channel.created_at - timedelta(hours=2)
-        await ChannelEvent.filter(channel_id=channel.id).update(recorded_at=old)
+        await age_history(channel.id, old)
         page = await history.read_page(channel.id, 0, 10, KEEP_ALL)
         assert page.events == []
         assert (page.head_sequence, page.first_available_sequence) == (2, 3)

@@ -23,7 +23,7 @@ async def test_attaches_run_a_bounded_number_at_a_time(monkeypatch: pytest.Monke
     )
     running = peak = done = 0
 
-    async def get_or_none(**kwargs: object) -> None:  # the attach's first query
+    async def channel_or_none(channel_id: str) -> None:  # the attach's first query
         nonlocal running, peak, done
         running += 1
         peak = max(peak, running)
@@ -31,7 +31,7 @@ async def test_attaches_run_a_bounded_number_at_a_time(monkeypatch: pytest.Monke
         running -= 1
         done += 1
 
-    monkeypatch.setattr(hub_module.Channel, "get_or_none", get_or_none)
+    monkeypatch.setattr(hub_module.subscriptions, "channel_or_none", channel_or_none)
     outcomes = await asyncio.gather(
         *(
             hub.attach(f"chan_{i}", f"/channels/chan_{i}", f"sid{i}", f"eio{i}", "token", None)

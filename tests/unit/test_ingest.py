@@ -14,7 +14,8 @@ from claims_realtime.models.backends.sqlite import SQLiteBackend
 from claims_realtime.models.channel import Channel, SubscriptionType
 from claims_realtime.models.credentials import new_event_ids
 from claims_realtime.models.errors import EventIdConflict, InvalidInput
-from claims_realtime.models.event import ChannelEvent, ClaimEvent
+from claims_realtime.models.event import ClaimEvent
+from tests.helpers import age_history, placements
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -48,8 +49,7 @@ async def user_channel(user: str = "usr_owner", **kw: Any) -> Channel:
 
 
 async def placed(channel: Channel) -> list[tuple[int, str]]:
-    rows = await ChannelEvent.filter(channel_id=channel.id).order_by("sequence")
-    return [(row.sequence, row.event_id) for row in rows]  # type: ignore[attr-defined]
+    return await placements(channel.id)
 
 
 @pytest.mark.sqlite
@@ -68,7 +68,7 @@ async def test_times_are_stored_as_tortoise_itself_stores_them() -> None:
     async def stored() -> list[Any]:
         _, rows = await connection.execute_query(
             "SELECT e.event_id, e.occurred_at, e.recorded_at, ce.recorded_at FROM claim_event e "
-            "JOIN channel_event ce ON ce.event_id = e.event_id ORDER BY e.event_id"
+            "JOIN feed_event ce ON ce.event_id = e.event_id ORDER BY e.event_id"
         )
         return [tuple(row) for row in rows]
 
@@ -79,7 +79,7 @@ async def test_times_are_stored_as_tortoise_itself_stores_them() -> None:
         await ClaimEvent.filter(event_id=event.event_id).update(
             occurred_at=event.occurred_at, recorded_at=event.recorded_at
         )
-    await ChannelEvent.filter(channel_id=owner.id).update(recorded_at=outcomes[0].event.recorded_at)
+    await age_history(owner.id, outcomes[0].event.recorded_at)
     assert await stored() == written
 
 
@@ -141,8 +141,9 @@ async def test_on_sqlite_a_batch_is_a_handful_of_statements_whatever_its_size() 
     finally:
         await trace(False)
 
-    # One statement updates the touched channels' heads (channel.head_sequence).
-    assert ran == ["BEGIN", "SELECT", "INSERT", "INSERT", "WITH", "COMMIT"]
+    # The feeds' locks, then their channels (read after the locks: see models.ingest), then
+    # one statement per table; one updates the touched feeds' heads (feed.head).
+    assert ran == ["BEGIN", "SELECT", "SELECT", "INSERT", "INSERT", "WITH", "COMMIT"]
     assert [outcome.channels for outcome in outcomes] == [4] * 50  # its owner and 3 orgs
     for i, owner in enumerate(owners):
         assert await placed(owner) == [(1, outcomes[i].event.event_id)]
