@@ -94,7 +94,11 @@ async def open_silent(
     url: str, limit: asyncio.Semaphore, channel: dict[str, Any] | None
 ) -> ClientConnection:
     """A raw websocket that reads the Engine.IO OPEN, joins `channel` if given, and then
-    says nothing, ever (no pong; `websockets`' own keepalive is off too)."""
+    says nothing, ever (no pong; `websockets`' own keepalive is off too).
+
+    While it waits for its join it answers the server's pings: with a thousand joins queued
+    on a loaded machine the answer can come after the heartbeat deadline, and a socket
+    closed then was never the joined-and-silent one this is to open."""
     async with limit:
         ws = await connect(url, ping_interval=None, compression=None, open_timeout=30)
         opened = await asyncio.wait_for(ws.recv(), 30)
@@ -102,8 +106,11 @@ async def open_silent(
         if channel is not None:
             namespace = f"/channels/{channel['channel_id']}"
             await ws.send(f"40{namespace}," + json.dumps({"token": channel["channel_token"]}))
-            while not str(await asyncio.wait_for(ws.recv(), 30)).startswith(f"40{namespace},"):
-                pass
+            while not (message := str(await asyncio.wait_for(ws.recv(), 30))).startswith(
+                f"40{namespace},"
+            ):
+                if message == "2":
+                    await ws.send("3")
         return ws
 
 
