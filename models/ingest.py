@@ -121,10 +121,11 @@ def _recording(
     if routed is not None:
         # The feeds are locked first and their channels read after, in a statement of its
         # own: a channel created meanwhile committed its offset before we got its feed's
-        # lock, so it is seen here (PostgreSQL reads each statement afresh), and a channel
-        # on a feed we did not lock is newer than these events.
+        # lock, so it is seen here (PostgreSQL reads each statement afresh); a channel on a
+        # feed we did not lock is newer than these events.
         locked = yield _feeds_query(*routed)
-        batch.place(locked, (yield _channels_query(*routed)))
+        channels = (yield _channels_query([row[0] for row in locked])) if locked else []
+        batch.place(locked, channels)
     yield batch.writes(backend)
     return batch.results()
 
@@ -290,7 +291,7 @@ class _Feed:
     channels: list[tuple[str, int]]
 
 
-#: Where an open channel routes from: the same for the feed locks and the channels.
+#: The open channels any of a batch's events may route to.
 _OPEN_CHANNELS_ROUTED = """
     status <> 'closed' AND (
         (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
@@ -311,7 +312,10 @@ _CHANNEL_COLUMNS = (
     "feed_id",
     "feed_offset",
 )
-_CHANNELS = f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channel WHERE {{open}} ORDER BY id"
+_CHANNELS = (
+    f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channel"
+    " WHERE feed_id IN ({feeds}) AND status <> 'closed' ORDER BY id"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -340,26 +344,25 @@ def _feeds_query(where: str, parameters: list[str]) -> Select:
     return Select(_FEEDS.format(open=where), parameters, ("id", "head"), lock=True)
 
 
-def _channels_query(where: str, parameters: list[str]) -> Select:
-    """The open channels `where` picks, as rows of `_CHANNEL_COLUMNS`. One plain query: no
-    model objects for a batch that may reach thousands of channels."""
-    return Select(_CHANNELS.format(open=where), parameters, _CHANNEL_COLUMNS)
+def _channels_query(feed_ids: Sequence[Any]) -> Select:
+    """The open channels of the locked feeds, as rows of `_CHANNEL_COLUMNS`: found by feed,
+    not routed a second time. One plain query: no model objects for a batch that may reach
+    thousands of channels."""
+    ids = padded(feed_ids)
+    return Select(_CHANNELS.format(feeds=", ".join("?" * len(ids))), ids, _CHANNEL_COLUMNS)
 
 
 def _routes(
     feed_rows: Sequence[Sequence[Any]], channel_rows: Sequence[Sequence[Any]]
 ) -> tuple[dict[str, list[_Feed]], dict[str, list[_Feed]]]:
     """The locked feeds (rows of `_feeds_query`) with their open channels (rows of
-    `_channels_query`), by organisation and by user. A channel whose feed is not locked
-    was created after the lock query read the channels: these events are older than it."""
+    `_channels_query`), by organisation and by user."""
     heads = {int(feed_id): int(head) for feed_id, head in feed_rows}
     feeds: dict[int, _Feed] = {}
     by_organisation: dict[str, list[_Feed]] = {}
     by_user: dict[str, list[_Feed]] = {}
     for channel_id, kind, organisation_id, user_id, types, feed_id, offset in channel_rows:
         feed_id = int(feed_id)
-        if feed_id not in heads:
-            continue
         feed = feeds.get(feed_id)
         if feed is None:
             raw = types if isinstance(types, str) else json.dumps(types)
