@@ -1,0 +1,89 @@
+"""Feeds under concurrency: channels of one organisation created and closed while its events
+are recorded. What ingestion told the hub to deliver to a channel (its placements) must be
+exactly what the channel's history holds, numbered 1, 2, 3 ... with no gap: an event is
+either before a channel or wholly its own, and nothing after a close is the channel's.
+On PostgreSQL these run on concurrent connections of the pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from claims_realtime.models import ingest, subscriptions
+from claims_realtime.models.channel import SubscriptionType
+from tests.helpers import placements
+
+pytestmark = pytest.mark.usefixtures("db")
+
+ORGANISATION = "org_race"
+
+
+async def publish(count: int, delivered: dict[str, list[tuple[int, str]]]) -> None:
+    """Record `count` events of the organisation, one call each, noting every placement."""
+    for n in range(count):
+        event = {
+            "event_type": "comment_added",
+            "claim_id": f"clm_{n}",
+            "organisation_id": ORGANISATION,
+            "user_id": f"usr_owner_{n}",
+        }
+        (outcome,) = await ingest.record_events([event], max_data_bytes=1024, batch=False)
+        assert outcome.channels == len(outcome.placements)
+        for placement in outcome.placements:
+            delivered[placement.channel_id].append((placement.sequence, outcome.event.event_id))
+
+
+async def create(count: int, created: list[str], *, close_every: int = 0) -> None:
+    """Create `count` coordinator channels of the organisation; with `close_every`, close
+    every such channel again as soon as it exists."""
+    for n in range(count):
+        made = await subscriptions.create_channel(
+            SubscriptionType.ORGANISATION_CLAIMS, organisation_id=ORGANISATION, user_id=f"c{n}"
+        )
+        created.append(made.channel.id)
+        if close_every and n % close_every == 0:
+            await asyncio.sleep(0)
+            await subscriptions.close_channel(made.channel.id)
+
+
+async def assert_delivered_is_stored(
+    created: list[str], delivered: dict[str, list[tuple[int, str]]]
+) -> None:
+    for channel_id in created:
+        stored = await placements(channel_id)
+        assert [sequence for sequence, _ in stored] == list(range(1, len(stored) + 1))
+        assert sorted(delivered.get(channel_id, [])) == stored
+        channel = await subscriptions.find_channel(channel_id)
+        assert channel.head_sequence == len(stored)
+
+
+async def test_channels_created_while_events_are_recorded_get_exactly_their_own() -> None:
+    created: list[str] = []
+    delivered: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    await subscriptions.create_channel(
+        SubscriptionType.ORGANISATION_CLAIMS, organisation_id=ORGANISATION, user_id="c_first"
+    )
+    await asyncio.gather(publish(80, delivered), create(30, created), create(30, created))
+
+    await assert_delivered_is_stored(created, delivered)
+    # Later channels start later in the feed: not every channel saw every event.
+    counts = [len(await placements(channel_id)) for channel_id in created]
+    assert max(counts) > 0 and min(counts) < 80
+
+
+async def test_channels_closed_while_events_are_recorded_keep_exactly_their_own() -> None:
+    created: list[str] = []
+    delivered: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    await asyncio.gather(publish(80, delivered), create(40, created, close_every=2))
+
+    await assert_delivered_is_stored(created, delivered)
+    closed = [
+        c for c in created if (await subscriptions.find_channel(c)).closed_position is not None
+    ]
+    assert closed
+    # A closed channel gets nothing more, however many events follow.
+    before = {channel_id: await placements(channel_id) for channel_id in closed}
+    await publish(5, delivered)
+    assert {channel_id: await placements(channel_id) for channel_id in closed} == before
