@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
+from claims_realtime.models.backends.postgres import PostgresBackend
 from claims_realtime.models.db import close_database, migrate, open_database
 from tests import services
 from tests.unit.test_migrations import (
@@ -41,12 +42,6 @@ def scratch_postgres() -> Iterator[str]:
         asyncio.run(services.drop_database(url))
 
 
-def numbered(sql: str) -> str:
-    """`?` parameters as PostgreSQL's $1, $2 ..."""
-    first, *rest = sql.split("?")
-    return first + "".join(f"${i}{part}" for i, part in enumerate(rest, start=1))
-
-
 def same_time(moment: datetime) -> datetime:
     return moment
 
@@ -57,7 +52,7 @@ async def populated_before_feeds(url: str) -> None:
     try:
         async with connection.transaction():
             for sql, parameters in old_rows():
-                await connection.execute(numbered(sql), *parameters)
+                await connection.execute(PostgresBackend().sql(sql), *parameters)
     finally:
         await connection.close()
 
