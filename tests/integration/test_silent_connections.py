@@ -132,7 +132,9 @@ async def test_a_thousand_silent_websockets_are_closed_and_give_back_their_descr
         assert await engineio_sessions(server) == 1
 
         url = server.base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        limit = asyncio.Semaphore(100)
+        # Few joins in flight at once: each socket's join then waits behind few others,
+        # well inside the heartbeat, on a machine that also runs the other test pass.
+        limit = asyncio.Semaphore(20)
         silent = await asyncio.gather(
             *(
                 open_silent(url, limit, channel if joined else None)
