@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -111,6 +112,17 @@ PYTHON_FULL_COLLECTIONS = Counter(
     "Full (generation 2) garbage collections, the interpreter's own and those asked for with "
     "SIGUSR2 (see README, Metrics).",
 )
+_GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_GC_PAUSES = Histogram(
+    "claims_realtime_python_gc_pause_seconds",
+    "How long each garbage collection stopped this process's threads, by generation (2: a "
+    "full collection, which scans every live object; 0 and 1 only the young ones). A stall "
+    "of the event loop shows here when a collection caused it.",
+    ["generation"],
+    buckets=_GC_PAUSE_BUCKETS,
+)
+#: Bound at import: the callback runs at every collection, hundreds a second under load.
+_GC_PAUSE_BY_GENERATION = tuple(_GC_PAUSES.labels(generation=str(g)) for g in range(3))
 ENGINE_SESSIONS = Gauge(
     "claims_realtime_engineio_sessions",
     "Engine.IO sessions this process holds: its connections, and closed ones not yet "
@@ -191,13 +203,23 @@ def sample_process(engine_sessions: int | None = None) -> None:
 
 
 def watch_collections() -> None:
-    """Sample live memory after every full collection (a `gc` callback; idempotent)."""
-    if _after_collection not in gc.callbacks:
-        gc.callbacks.append(_after_collection)
+    """Time every garbage collection, and sample live memory after every full one (a `gc`
+    callback; idempotent)."""
+    if _on_collection not in gc.callbacks:
+        gc.callbacks.append(_on_collection)
 
 
-def _after_collection(phase: str, info: dict[str, Any]) -> None:
-    if phase == "stop" and info["generation"] == 2:
+_collection_started = 0.0
+
+
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+        return
+    generation = info["generation"]
+    _GC_PAUSE_BY_GENERATION[generation].observe(time.perf_counter() - _collection_started)
+    if generation == 2:
         PYTHON_BLOCKS_AFTER_FULL_COLLECTION.set(sys.getallocatedblocks())
         PYTHON_FULL_COLLECTIONS.inc()
 

@@ -53,6 +53,7 @@ METRICS = (
     "claims_realtime_python_allocated_blocks",
     "claims_realtime_python_blocks_after_full_collection",
     "claims_realtime_python_full_collections",
+    "claims_realtime_python_gc_pause_seconds",
     "claims_realtime_engineio_sessions",
 )
 #: Sampled from the process, not counted from what clients do: they move on their own.
@@ -60,6 +61,8 @@ SAMPLED = (
     "claims_realtime_python_allocated_blocks",
     "claims_realtime_python_blocks_after_full_collection",
     "claims_realtime_python_full_collections_total",
+    "claims_realtime_python_gc_pause_seconds_count",
+    "claims_realtime_python_gc_pause_seconds_sum",
     "claims_realtime_engineio_sessions",
 )
 
@@ -343,6 +346,14 @@ async def test_sigusr2_runs_a_full_collection_and_exports_what_it_left(server: S
     after = samples[("claims_realtime_python_blocks_after_full_collection", ())]
     # What the collection left: live data, no more than the allocator holds right after.
     assert 100_000 < after <= samples[("claims_realtime_python_allocated_blocks", ())] + 50_000
+    # ...and how long it stopped the process: one more full collection timed, taking time.
+    full = (("generation", "2"),)
+    paused = samples[("claims_realtime_python_gc_pause_seconds_count", full)]
+    assert paused >= before[("claims_realtime_python_gc_pause_seconds_count", full)] + 1
+    assert (
+        samples[("claims_realtime_python_gc_pause_seconds_sum", full)]
+        > before[("claims_realtime_python_gc_pause_seconds_sum", full)]
+    )
     assert server.process.poll() is None  # handled, not the default action (terminate)
 
 

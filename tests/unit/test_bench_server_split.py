@@ -58,6 +58,32 @@ def test_the_step_split_comes_from_both_histograms_and_is_empty_without_them() -
     assert set(server_latencies("", "").values()) == {None}
 
 
+def gc_exposition(counts: dict[str, dict[str, int]]) -> str:
+    """One process's garbage collection pauses: per generation, the count per bound."""
+    lines = [f"# TYPE {histograms.GC_PAUSE} histogram"]
+    for generation, buckets in counts.items():
+        for bound, count in buckets.items():
+            labels = f'generation="{generation}",le="{bound}"'
+            lines.append(f"{histograms.GC_PAUSE}_bucket{{{labels}}} {float(count)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_step_counts_its_full_collections_and_bounds_its_longest_pause() -> None:
+    before = gc_exposition(
+        {"0": {"0.001": 50, "0.05": 50, "+Inf": 50}, "2": {"0.001": 0, "0.05": 0, "+Inf": 0}}
+    )
+    # Two young collections (one of 1-50 ms), and one full collection of 1-50 ms.
+    after = gc_exposition(
+        {"0": {"0.001": 51, "0.05": 52, "+Inf": 52}, "2": {"0.001": 0, "0.05": 1, "+Inf": 1}}
+    )
+    split = server_latencies(before, after)
+    assert split["server_gc_full"] == 1.0
+    assert split["server_gc_max_ms"] == 50.0
+    # No collection between the scrapes: none counted, no pause bound invented.
+    quiet = server_latencies(after, after)
+    assert quiet["server_gc_full"] == 0.0 and quiet["server_gc_max_ms"] is None
+
+
 def test_thread_split_puts_a_worker_threads_cpu_apart_from_the_main_thread() -> None:
     def burn() -> None:
         started = time.thread_time()
@@ -99,6 +125,9 @@ def test_the_step_table_shows_the_split_and_dashes_where_it_is_unknown() -> None
     runs = [{"server": "ours", "workload": "user", "steps": [step]}]
     row = render_steps({"sweep_rounds": [{"runs": runs}]}).splitlines()[-1]
     assert "50+30%" in row and "<=15/-" in row and "<=2.5" in row
+    step.update(server_gc_full=1.0, server_gc_max_ms=250.0)
+    row = render_steps({"sweep_rounds": [{"runs": runs}]}).splitlines()[-1]
+    assert "1 full, <=250" in row
     older = {k: v for k, v in step.items() if not k.startswith(("server_loop", "server_thr"))}
     older = {k: v for k, v in older.items() if not k.startswith(("server_ingest", "server_q"))}
     older_runs = [{"server": "ours", "workload": "user", "steps": [older]}]

@@ -12,20 +12,24 @@ from collections.abc import Mapping
 
 INGEST = "claims_realtime_ingest_latency_seconds"
 DELIVERY = "claims_realtime_delivery_latency_seconds"
+GC_PAUSE = "claims_realtime_python_gc_pause_seconds"
 
 #: Cumulative count of observations at or below each upper bound (seconds; inf included).
 Buckets = dict[float, float]
 
 
-def parse_buckets(text: str, name: str) -> Buckets:
+def parse_buckets(text: str, name: str, label: str | None = None) -> Buckets:
     """The `<name>_bucket` samples of a Prometheus text exposition, summed over any labels
-    other than `le` (one series per process in multiprocess mode)."""
+    other than `le` (one series per process in multiprocess mode); with `label` (such as
+    'generation="2"'), only the samples carrying it."""
     prefix = f"{name}_bucket{{"
     buckets: Buckets = {}
     for line in text.splitlines():
         if not line.startswith(prefix):
             continue
         labels, _, value = line[len(prefix) :].rpartition("} ")
+        if label is not None and label not in labels.split(","):
+            continue
         bound = next((part[4:-1] for part in labels.split(",") if part.startswith('le="')), None)
         if bound is None:
             continue
@@ -47,3 +51,8 @@ def quantile_bound_ms(
         if cumulative >= quantile * total:
             return upper * 1000.0
     return math.inf
+
+
+def observations(before: Mapping[float, float], after: Mapping[float, float]) -> float:
+    """How many observations were made between the two scrapes."""
+    return after.get(math.inf, 0.0) - before.get(math.inf, 0.0)

@@ -83,9 +83,13 @@ def attach_and_measure_memory(
     rss_before_kb: int,
     context: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Wait for every subscriber, let them idle, read RSS: (attached line, memory record)."""
+    """Wait for every subscriber, let them idle, read RSS and the server's CPU meanwhile:
+    (attached line, memory record)."""
     attached = pool.wait_attached()
+    idle_cpu = procstat.CpuMeter([server.pid])
+    idle_cpu.start()
     time.sleep(idle_seconds)
+    idle_cpu_pct = idle_cpu.stop()
     rss_after = server.rss_kb()
     attached_n = int(attached["attached"])
     memory = {
@@ -98,6 +102,9 @@ def attach_and_measure_memory(
         "kb_per_connection": (rss_after - rss_before_kb) / attached_n
         if attached_n == connections
         else None,
+        # What the connections cost with nothing to deliver (pings, timers, periodic jobs):
+        # the floor under every step's CPU.
+        "idle_cpu_pct": idle_cpu_pct,
     }
     return attached, memory
 
@@ -298,6 +305,20 @@ def server_latencies(before: str, after: str) -> dict[str, float | None]:
         for label, quantile in (("p50", 0.5), ("p99", 0.99)):
             bound = histograms.quantile_bound_ms(start, end, quantile)
             split[f"server_{key}_{label}_ms"] = None if bound == math.inf else bound
+    # Garbage collections: full ones (which stop the event loop longest) and the longest
+    # pause of any generation, a stall's likeliest cause the latencies cannot name.
+    full_before, full_after = (
+        histograms.parse_buckets(text, histograms.GC_PAUSE, 'generation="2"')
+        for text in (before, after)
+    )
+    split["server_gc_full"] = (
+        histograms.observations(full_before, full_after) if full_after else None
+    )
+    any_before, any_after = (
+        histograms.parse_buckets(text, histograms.GC_PAUSE) for text in (before, after)
+    )
+    longest = histograms.quantile_bound_ms(any_before, any_after, 1.0)
+    split["server_gc_max_ms"] = None if longest == math.inf else longest
     return split
 
 

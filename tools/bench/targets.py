@@ -249,7 +249,7 @@ def render_steps(results: dict[str, Any]) -> str:
     rounds = len(results.get("sweep_rounds") or []) > 1
     header = ["round"] if rounds else []
     header += ["server", "load", "target/s", "achieved/s", "p50", "p90", "p99", "max"]
-    header += ["lost", "dup", "srv CPU", "loop+thr", "commit p50/p99", "queued p99"]
+    header += ["lost", "dup", "srv CPU", "loop+thr", "commit p50/p99", "queued p99", "gc"]
     header += ["CPU µs/dlv", "sub CPU", "pub CPU", "result"]
     rows = []
     for run in sweep_runs(results):
@@ -278,6 +278,7 @@ def render_steps(results: dict[str, Any]) -> str:
                     + "/"
                     + _bound(step.get("server_ingest_p99_ms")),
                     _bound(step.get("server_queue_p99_ms")),
+                    _collections(step.get("server_gc_full"), step.get("server_gc_max_ms")),
                     "-" if cpu_us is None else f"{cpu_us:.1f}",
                     f"{step['subscriber_cpu_pct']:.0f}%",
                     f"{step['publisher_cpu_pct']:.0f}%",
@@ -292,8 +293,15 @@ def render_steps(results: dict[str, Any]) -> str:
         f"Sweep steps ({mode}; latency in ms; CPU in % of one core, µs per delivered event;\n"
         "loop+thr: the server's event loop threads + its other threads (SQLite's); commit:\n"
         "request arrival -> commit and queued: commit -> on every socket's queue, by the\n"
-        "server's own histograms, each at or below the bound shown)\n" + table(header, rows)
+        "server's own histograms, each at or below the bound shown; gc: full garbage\n"
+        "collections in the step, and the longest pause of any collection)\n" + table(header, rows)
     )
+
+
+def _collections(full: float | None, longest_ms: float | None) -> str:
+    if full is None:
+        return "-"
+    return f"{full:.0f} full" + ("" if longest_ms is None else f", {_bound(longest_ms)}")
 
 
 def _split(loop: float | None, threads: float | None) -> str:
