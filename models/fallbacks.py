@@ -283,9 +283,12 @@ async def reseal_secrets(box: SecretBox, batch: int = 500) -> Resealed:
     was sealed with the first key already)."""
     resealed = unreadable = 0
     after = ""
-    while rows := await WebhookFallback.filter(channel_id__gt=after).order_by("channel_id").limit(
-        batch
-    ).values_list("channel_id", "secret"):
+    while (
+        rows := await WebhookFallback.filter(channel_id__gt=after)
+        .order_by("channel_id")
+        .limit(batch)
+        .values_list("channel_id", "secret")
+    ):
         for channel_id, sealed in rows:
             try:
                 fresh = box.reseal(sealed)

@@ -20,7 +20,7 @@ from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.event import FeedEvent, StoredEvent
-from claims_realtime.models.sql import Select, padded
+from claims_realtime.models.sql import Select, only, padded
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -246,24 +246,22 @@ async def heads(channel_ids: Sequence[str]) -> dict[str, tuple[int, datetime | N
 
 
 async def save_positions(positions: Mapping[str, tuple[int | None, int | None]]) -> None:
-    """Move channels' (delivered, confirmed) sequences forward, never back."""
-    delivered = {cid: d for cid, (d, _) in positions.items() if d is not None}
-    confirmed = {cid: c for cid, (_, c) in positions.items() if c is not None}
-    if not delivered and not confirmed:
+    """Move channels' (delivered, confirmed) sequences forward, never back.
+
+    Every flush interval, under load, for every channel: each row rewritten once for both,
+    in a transaction shared with ingestion's (on SQLite, one COMMIT and one trip to the
+    database's thread fewer, each of which ingestion would otherwise wait behind)."""
+    changed = {cid: pair for cid, pair in positions.items() if pair != (None, None)}
+    if not changed:
         return
     backend = current()
     statements = [
-        *backend.lock_rows("channel", [*delivered, *confirmed]),
-        *(
-            statement
-            for column, values in (
-                ("delivered_sequence", delivered),
-                ("confirmed_sequence", confirmed),
-            )
-            for statement in backend.update_statements("channel", column, values, forward_only=True)
+        *backend.lock_rows("channel", list(changed)),
+        *backend.advance_statements(
+            "channel", ("delivered_sequence", "confirmed_sequence"), changed
         ),
     ]
-    await backend.execute_in_transaction(statements)
+    await backend.run(only(statements), shared=True)
 
 
 #: Rows one prune statement deletes at most: a backlog (the first prune after a long stop)

@@ -111,37 +111,80 @@ def update_statements(
     column: str,
     values: Mapping[Any, int],
     *,
-    greatest: str,
     pad: bool,
-    forward_only: bool = False,
     also: Mapping[str, Any] | None = None,
     integer_ids: bool = False,
 ) -> list[Statement]:
     """Set an integer `column` per row id (text ids, or integers with `integer_ids`),
     joining a VALUES list (statements of cacheable sizes, see chunk_sizes; with `pad`
-    padded with (NULL, NULL) pairs, which match no row);
-    with `forward_only`, never lower it (NULL counts as lower than anything), `greatest`
-    being the database's two-argument maximum.
+    padded with (NULL, NULL) pairs, which match no row).
 
     A join, not `CASE id WHEN ... END`: a CASE is evaluated arm by arm for every row, so
     its cost grows with the square of the rows written. UPDATE ... FROM needs SQLite 3.33."""
-    items = list(values.items())
-    new = f"{greatest}(COALESCE({column}, 0), v.value)" if forward_only else "v.value"
-    assignments = ", ".join([f"{column} = {new}", *(f"{name} = ?" for name in (also or {}))])
+    assignments = ", ".join([f"{column} = v.c1", *(f"{name} = ?" for name in (also or {}))])
+    return _joined_updates(
+        table,
+        assignments,
+        [(row_id, (value,)) for row_id, value in values.items()],
+        pad=pad,
+        also=list((also or {}).values()),
+        integer_ids=integer_ids,
+    )
+
+
+def advance_statements(
+    table: str,
+    columns: Sequence[str],
+    values: Mapping[str, Sequence[int | None]],
+    *,
+    greatest: str,
+    pad: bool,
+) -> list[Statement]:
+    """Move integer `columns` forward per row id, all of them in one pass over the rows
+    (a row rewritten once, not once per column): each to the greater of its value and the
+    one given (NULL counts as lower than anything; a given None leaves it as it is),
+    `greatest` being the database's two-argument maximum."""
+    assignments = ", ".join(
+        f"{column} = CASE WHEN v.c{i} IS NULL THEN {column}"
+        f" ELSE {greatest}(COALESCE({column}, 0), v.c{i}) END"
+        for i, column in enumerate(columns, start=1)
+    )
+    return _joined_updates(table, assignments, list(values.items()), pad=pad)
+
+
+def _joined_updates(
+    table: str,
+    assignments: str,
+    rows: Sequence[tuple[Any, Sequence[int | None]]],
+    *,
+    pad: bool,
+    also: Sequence[Any] = (),
+    integer_ids: bool = False,
+) -> list[Statement]:
+    """`UPDATE table SET assignments` joined to a VALUES list v(id, c1, c2, ...) of `rows`
+    (id, integers), in statements of cacheable sizes; `also` are the parameters of
+    `assignments` itself, after the list's."""
+    if not rows:
+        return []
+    width = len(rows[0][1])
+    names = ", ".join(["id", *(f"c{i}" for i in range(1, width + 1))])
+    # PostgreSQL types a VALUES list's untyped parameters as text.
+    row = (
+        "("
+        + ", ".join(["CAST(? AS BIGINT)" if integer_ids else "?", *["CAST(? AS BIGINT)"] * width])
+        + ")"
+    )
     statements = []
     start = 0
-    largest = (PARAMETERS_PER_STATEMENT - len(also or {})) // 2
-    for size in chunk_sizes(len(items), largest, pad=pad):
-        chunk = items[start : start + size]
+    largest = (PARAMETERS_PER_STATEMENT - len(also)) // (1 + width)
+    for size in chunk_sizes(len(rows), largest, pad=pad):
+        chunk = rows[start : start + size]
         start += size
-        # PostgreSQL types a VALUES list's untyped parameters as text.
-        row = "(CAST(? AS BIGINT), CAST(? AS BIGINT))" if integer_ids else "(?, CAST(? AS BIGINT))"
-        rows = ", ".join([row] * size)
         query = (
-            f"WITH v(id, value) AS (VALUES {rows}) "
+            f"WITH v({names}) AS (VALUES {', '.join([row] * size)}) "
             f"UPDATE {table} SET {assignments} FROM v WHERE {table}.id = v.id"
         )
-        parameters: list[Any] = [value for pair in chunk for value in pair]
-        parameters += [None, None] * (size - len(chunk))
-        statements.append((query, parameters + list((also or {}).values())))
+        parameters: list[Any] = [value for row_id, ints in chunk for value in (row_id, *ints)]
+        parameters += [None] * ((1 + width) * (size - len(chunk)))
+        statements.append((query, parameters + list(also)))
     return statements

@@ -37,8 +37,7 @@ _CANDIDATES = (
     "SELECT f.channel_id, c.subscription_type, c.user_id, c.organisation_id,"
     f" {_HEAD} AS head_sequence, c.confirmed_sequence"
     + _WITH_FALLBACK
-    +
-    " AND COALESCE(f.next_attempt_at, f.created_at) <= ?"
+    + " AND COALESCE(f.next_attempt_at, f.created_at) <= ?"
     " AND (f.lease_until IS NULL OR f.lease_until < ?)"
     # Longest waiting first: a channel that just sent goes to the back.
     " ORDER BY COALESCE(f.next_attempt_at, f.created_at) LIMIT ?"

@@ -90,20 +90,20 @@ class Backend(ABC):
         column: str,
         values: Mapping[Any, int],
         *,
-        forward_only: bool = False,
         also: Mapping[str, Any] | None = None,
         integer_ids: bool = False,
     ) -> list[Statement]:
         """Set an integer column per row id (see models.sql.update_statements)."""
         return sql.update_statements(
-            table,
-            column,
-            values,
-            greatest=self.greatest,
-            pad=self.pad_statements,
-            forward_only=forward_only,
-            also=also,
-            integer_ids=integer_ids,
+            table, column, values, pad=self.pad_statements, also=also, integer_ids=integer_ids
+        )
+
+    def advance_statements(
+        self, table: str, columns: Sequence[str], values: Mapping[str, Sequence[int | None]]
+    ) -> list[Statement]:
+        """Move integer columns forward per row id (see models.sql.advance_statements)."""
+        return sql.advance_statements(
+            table, columns, values, greatest=self.greatest, pad=self.pad_statements
         )
 
     @abstractmethod

@@ -182,6 +182,26 @@ def test_sqlite_updates_come_padded_with_pairs_that_match_no_row(count: int) -> 
     }
 
 
+@pytest.mark.parametrize("count", [1, 3, 300])
+def test_sqlite_advances_move_each_column_forward_only_and_none_leaves_it(count: int) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, d INTEGER, k INTEGER)")
+    db.executemany("INSERT INTO c VALUES (?, NULL, 5)", [(f"c{i}",) for i in range(count + 5)])
+    values: dict[str, tuple[int | None, int | None]] = {
+        f"c{i}": ((i % 3 or None), (9 if i % 2 else 2)) for i in range(count)
+    }
+    statements = SQLiteBackend().advance_statements("c", ("d", "k"), values)
+    assert len(statements) == 1  # one pass over the rows for both columns
+    for query, parameters in statements:
+        db.execute(query, parameters)
+    rows = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, d, k FROM c")}
+    assert rows == {
+        # d: NULL stays NULL when given None, else the value; k: never back from 5.
+        **{f"c{i}": ((i % 3 or None), (9 if i % 2 else 5)) for i in range(count)},
+        **{f"c{i}": (None, 5) for i in range(count, count + 5)},  # untouched
+    }
+
+
 def test_in_lists_are_padded_to_a_power_of_two_with_their_last_value() -> None:
     assert padded([]) == []
     assert padded(["a"]) == ["a"]
