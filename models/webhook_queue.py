@@ -121,11 +121,7 @@ def _lease_script(
     owner: str, now: datetime, until: datetime, limit: int, backend: Backend
 ) -> Script[list[Lease]]:
     bound_now = backend.bind_time(now)
-    candidates = yield Select(
-        _CANDIDATES,
-        [ChannelStatus.CLOSED.value, bound_now, bound_now, limit],
-        _CANDIDATE_COLUMNS,
-    )
+    candidates = yield _candidates(backend, now, limit)
     if not candidates:
         return []
     ids = sorted(row[0] for row in candidates)
@@ -180,8 +176,20 @@ async def lease_due(owner: str, now: datetime, limit: int, lease_seconds: float)
     if limit <= 0:
         return []
     backend = current()
+    # Most polls find nothing due: they look outside any write transaction first (on
+    # SQLite, on the read connection), so that they hold no ingestion up. The transaction
+    # below reads again under lock; what became due meanwhile is the next poll's.
+    if not await backend.read(_candidates(backend, now, 1)):
+        return []
     until = now + timedelta(seconds=lease_seconds)
     return await backend.run(_lease_script(owner, now, until, limit, backend))
+
+
+def _candidates(backend: Backend, now: datetime, limit: int) -> Select:
+    bound_now = backend.bind_time(now)
+    return Select(
+        _CANDIDATES, [ChannelStatus.CLOSED.value, bound_now, bound_now, limit], _CANDIDATE_COLUMNS
+    )
 
 
 async def renew(owner: str, channel_ids: Sequence[str], until: datetime) -> None:

@@ -268,3 +268,33 @@ async def test_history_reads_use_their_own_read_only_connection_and_see_every_co
     finally:
         await close_database()
     assert backend._reader is None
+
+
+@sqlite_only
+async def test_a_webhook_poll_with_nothing_due_does_not_wait_for_the_writer(
+    tmp_path: Any,
+) -> None:
+    """Pollers look for due webhooks outside any write transaction: while another writer
+    holds the database (under load, ingestion), a poll with nothing due answers at once
+    rather than queueing for the write lock."""
+    from datetime import UTC, datetime
+
+    from claims_realtime.models import subscriptions, webhook_queue
+    from claims_realtime.models.channel import SubscriptionType
+    from claims_realtime.models.db import close_database, open_database
+
+    path = tmp_path / "file.sqlite3"
+    await open_database(f"sqlite://{path}")
+    try:
+        await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="u")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held for the whole poll
+        try:
+            now = datetime.now(UTC)
+            leases = await asyncio.wait_for(webhook_queue.lease_due("node", now, 8, 30), 2)
+            assert leases == []
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    finally:
+        await close_database()
