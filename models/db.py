@@ -44,9 +44,9 @@ class SchemaOutOfDate(RuntimeError):
 def tortoise_config(database_url: str, *, pool_size: int = 10) -> dict[str, Any]:
     """Tortoise's configuration: the database's backend adds its connection settings to the
     URL (SQLite: durable commits and the write path's tuning; PostgreSQL: a bounded pool)."""
-    url = backend_for(database_url).connection_url(database_url, pool_size=pool_size)
+    connection = backend_for(database_url).connection_config(database_url, pool_size=pool_size)
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": {
             "models": {
                 "models": MODEL_MODULES,

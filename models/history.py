@@ -20,7 +20,7 @@ from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.event import FeedEvent, StoredEvent
-from claims_realtime.models.sql import Select, only, padded
+from claims_realtime.models.sql import Select, padded
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -261,7 +261,7 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
             "channel", ("delivered_sequence", "confirmed_sequence"), changed
         ),
     ]
-    await backend.run(only(statements), shared=True)
+    await backend.execute_in_transaction(statements, shared=True)
 
 
 #: Rows one prune statement deletes at most: a backlog (the first prune after a long stop)

@@ -100,8 +100,21 @@ async def _record(
 ) -> list[Recorded]:
     # One transaction, shared with concurrent ingestions where that saves commits (SQLite's
     # group commit).
-    backend = current()
-    return await backend.run(_recording(backend, fresh, given, prefixes, now), shared=True)
+    outcomes = await current().run(_recording, fresh, given, prefixes, now, shared=True)
+    return [_recorded(event, outcome) for event, outcome in zip(fresh, outcomes, strict=True)]
+
+
+#: What the transaction answers for each event submitted, in order: the stored event of a
+#: duplicate, or where a new one was placed. No more: the answer may cross from another
+#: process (SQLite's writer), and the caller has the new events already.
+Outcome = NewEvent | tuple[Placement, ...]
+
+
+def _recorded(event: NewEvent, outcome: Outcome) -> Recorded:
+    if isinstance(outcome, NewEvent):
+        return Recorded(event=outcome, duplicate=True)
+    event.channel_count = len(outcome)
+    return Recorded(event=event, duplicate=False, placements=outcome)
 
 
 def _recording(
@@ -110,10 +123,10 @@ def _recording(
     given: list[str],
     prefixes: list[str],
     now: datetime,
-) -> Script[list[Recorded]]:
+) -> Script[list[Outcome]]:
     """The transaction: sort out duplicates, place the rest on the feeds they route to (whose
     rows it locks), write events, feed positions and the feeds' new heads. Run by the
-    backend, on SQLite in its thread: the batch is worked out there too."""
+    backend, on a SQLite file in its writer process: the batch is worked out there too."""
     batch = _Batch(fresh, prefixes, now, backend.bind_time)
     known = _known_query(given)
     batch.sort_out_duplicates((yield known) if known is not None else [])
@@ -148,7 +161,7 @@ class _Batch:
         #: events have none of their own, so their occurred_at is the batch's time.
         self._bound_times: dict[datetime, Any] = {}
         self.now = self.bound(now)
-        self._results: list[Recorded | None] = [None] * len(fresh)
+        self._outcomes: list[Outcome] = [()] * len(fresh)
         #: (index in the call, event) of the events to store.
         self.stored: list[tuple[int, NewEvent]] = []
         self._positions: list[list[Any]] = []
@@ -177,7 +190,7 @@ class _Batch:
             if previous is not None:
                 if previous.fingerprint != event.fingerprint:
                     raise EventIdConflict(event.event_id, f"{self.prefixes[i]}event_id")
-                self._results[i] = Recorded(event=previous, duplicate=True)
+                self._outcomes[i] = previous
                 continue
             known[event.event_id] = event
             self.stored.append((i, event))
@@ -236,12 +249,10 @@ class _Batch:
             event.channel_count,
         ]
 
-    def results(self) -> list[Recorded]:
+    def results(self) -> list[Outcome]:
         for i, event in self.stored:
-            self._results[i] = Recorded(
-                event=event, duplicate=False, placements=self._placements[event.event_id]
-            )
-        return [result for result in self._results if result is not None]
+            self._outcomes[i] = self._placements[event.event_id]
+        return self._outcomes
 
 
 def _known_query(given: list[str]) -> Select | None:

@@ -4,7 +4,7 @@ large statements the write paths use."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,13 +30,10 @@ class Select:
 #: A transaction written once for every database: a generator that yields a Select (and is
 #: sent its rows) or statements to execute (and is sent None), and returns its result.
 #: A backend runs it in one transaction (models.backends.base.Backend.run); the script does
-#: no I/O of its own, so on SQLite it can run in the database's thread.
+#: no I/O of its own, so on SQLite it can run in the writer process (or the database's thread).
 Script = Generator[Select | Sequence[Statement], Any, T]
-
-
-def only(statements: Sequence[Statement]) -> Script[None]:
-    """The script that executes `statements`, in order."""
-    yield statements
+#: What a backend is given to run a script: `make(backend, *args)` answers it.
+ScriptMaker = Callable[..., Script[T]]
 
 
 # Bulk writes are few, large statements rather than executemany: executemany takes the GIL

@@ -118,7 +118,7 @@ def _time_or_none(backend: Backend, value: object) -> datetime | None:
 
 
 def _lease_script(
-    owner: str, now: datetime, until: datetime, limit: int, backend: Backend
+    backend: Backend, owner: str, now: datetime, until: datetime, limit: int
 ) -> Script[list[Lease]]:
     bound_now = backend.bind_time(now)
     candidates = yield _candidates(backend, now, limit)
@@ -182,7 +182,7 @@ async def lease_due(owner: str, now: datetime, limit: int, lease_seconds: float)
     if not await backend.read(_candidates(backend, now, 1)):
         return []
     until = now + timedelta(seconds=lease_seconds)
-    return await backend.run(_lease_script(owner, now, until, limit, backend))
+    return await backend.run(_lease_script, owner, now, until, limit)
 
 
 def _candidates(backend: Backend, now: datetime, limit: int) -> Select:

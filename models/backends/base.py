@@ -18,7 +18,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from claims_realtime.models import sql
-from claims_realtime.models.sql import Script, Select, Statement, only
+from claims_realtime.models.sql import Script, ScriptMaker, Select, Statement
 
 T = TypeVar("T")
 
@@ -44,6 +44,11 @@ class Backend(ABC):
     def connection_url(self, database_url: str, *, pool_size: int) -> str:
         """The URL Tortoise connects with: DATABASE_URL plus this backend's settings (a
         setting given in DATABASE_URL wins)."""
+
+    def connection_config(self, database_url: str, *, pool_size: int) -> str | dict[str, Any]:
+        """Tortoise's connection: the URL above, or its settings where a backend picks its
+        own Tortoise client."""
+        return self.connection_url(database_url, pool_size=pool_size)
 
     def prepare(self, database_url: str) -> None:
         """Get ready before the first connection (e.g. create a database file's directory)."""
@@ -118,15 +123,21 @@ class Backend(ABC):
     # -- transactions ----------------------------------------------------------------------
 
     @abstractmethod
-    async def run(self, script: Script[T], *, shared: bool = False) -> T:
-        """Run `script` in one transaction, committed before this returns, rolled back if
-        the script raises; answer what it returns. With `shared`, the transaction may also
-        hold concurrent callers' scripts (each rolled back alone if it fails) where that
-        saves commits."""
+    async def run(self, make: ScriptMaker[T], *args: Any, shared: bool = False) -> T:
+        """Run the script `make(backend, *args)` in one transaction, committed before this
+        returns, rolled back if the script raises; answer what it returns. With `shared`,
+        the transaction may also hold concurrent callers' scripts (each rolled back alone if
+        it fails) where that saves commits.
 
-    async def execute_in_transaction(self, statements: Sequence[Statement]) -> None:
+        The script is asked for by its maker, a module-level function, and arguments that
+        pickle: a backend may run it in another process (SQLite's writer process), with that
+        process's backend."""
+
+    async def execute_in_transaction(
+        self, statements: Sequence[Statement], *, shared: bool = False
+    ) -> None:
         """Run statements, in order, in one transaction, committed before this returns."""
-        await self.run(only(statements))
+        await self.run(statements_script, list(statements), shared=shared)
 
     @abstractmethod
     def lock_rows(self, table: str, ids: Sequence[str]) -> list[Statement]:
@@ -158,3 +169,8 @@ def with_param(database_url: str, name: str, value: object) -> str:
     if f"{name}=" in database_url:
         return database_url  # set explicitly in the URL: the URL wins
     return database_url + ("&" if "?" in database_url else "?") + f"{name}={value}"
+
+
+def statements_script(backend: Backend, statements: list[Statement]) -> Script[None]:
+    """The script that executes `statements`, in order (on any backend)."""
+    yield statements

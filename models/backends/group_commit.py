@@ -74,7 +74,7 @@ class GroupCommit:
                     continue  # every caller went away before its turn: nothing to write
                 try:
                     outcomes = await self._transactions.transaction(
-                        functools.partial(_run_group, group=group)
+                        functools.partial(run_group, works=[work for work, _ in group])
                     )
                 except BaseException as exc:  # the transaction itself failed: nothing stored
                     for _, future in group:
@@ -98,18 +98,17 @@ class GroupCommit:
             queue.waiting = []
 
 
-def _run_group(
-    db: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]
-) -> list[tuple[bool, Any]]:
-    """In SQLite's thread, inside the transaction: each call in a savepoint of its own.
+def run_group(db: sqlite3.Connection, works: list[Work]) -> list[tuple[bool, Any]]:
+    """In SQLite's thread, inside the transaction: each call in a savepoint of its own;
+    answer (True, its value) or (False, its error) per call.
 
     A call alone in its transaction needs none: if it fails, the transaction is rolled back
     and the error reaches that call (through `_drain`), as from its savepoint. Two
     statements fewer, and on SQLite each is a wait for the GIL under load (models.sql)."""
-    if len(group) == 1:
-        return [(True, group[0][0](db))]
+    if len(works) == 1:
+        return [(True, works[0](db))]
     outcomes: list[tuple[bool, Any]] = []
-    for work, _ in group:
+    for work in works:
         db.execute("SAVEPOINT call")
         try:
             value = work(db)

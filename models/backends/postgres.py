@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 from claims_realtime.models.backends.base import Backend, with_param
 from claims_realtime.models.fields import db_time
 from claims_realtime.models.sql import (
-    Script,
+    ScriptMaker,
     Select,
     Statement,
     padded,
@@ -66,8 +66,9 @@ class PostgresBackend(Backend):
 
     # -- transactions ----------------------------------------------------------------------
 
-    async def run(self, script: Script[T], *, shared: bool = False) -> T:
+    async def run(self, make: ScriptMaker[T], *args: Any, shared: bool = False) -> T:
         # (`shared` saves nothing here: commits of concurrent connections do not queue.)
+        script = make(self, *args)
         async with in_transaction() as connection:
             reply: Any = None
             while True:

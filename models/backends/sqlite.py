@@ -1,10 +1,13 @@
-"""SQLite, the embedded zero-setup database: one connection, one writer at a time, and write
-transactions run in one trip to aiosqlite's thread, sharing their COMMITs (group commit)."""
+"""SQLite, the embedded zero-setup database: one writer at a time. A database file's write
+transactions run in the writer process (models.backends.writer), an in-memory one's in one
+trip to aiosqlite's thread; concurrent transactions share their COMMITs (group commit)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -14,18 +17,18 @@ from typing import Any, ClassVar, TypeVar, cast
 import aiosqlite
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.exceptions import IntegrityError, OperationalError
 
 from claims_realtime.models.backends.base import Backend, with_param
 from claims_realtime.models.backends.group_commit import GroupCommit
+from claims_realtime.models.backends.writer import Writer
 from claims_realtime.models.fields import db_time
-from claims_realtime.models.sql import (
-    Script,
-    Select,
-    Statement,
-)
+from claims_realtime.models.sql import Script, ScriptMaker, Select, Statement
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: SQLite settings of the service's connection (Tortoise runs `PRAGMA name=value` for each
 #: URL parameter; one given in DATABASE_URL wins).
@@ -92,11 +95,21 @@ class SQLiteBackend(Backend):
         #: History reads' own connection: in WAL mode a reader never waits for the writer
         #: nor holds it up, while Tortoise's one connection would queue them with ingestion.
         self._reader: aiosqlite.Connection | None = None
+        #: Where a database file's transaction scripts run (None: in memory, in-thread).
+        self._writer: Writer | None = None
+        self._pragmas: dict[str, object] = {}
+        self._starting = asyncio.Lock()
 
     def connection_url(self, database_url: str, *, pool_size: int) -> str:
         for name, value in SQLITE_PRAGMAS.items():
             database_url = with_param(database_url, name, value)
         return database_url
+
+    def connection_config(self, database_url: str, *, pool_size: int) -> str | dict[str, Any]:
+        # Tortoise's SQLite client, its transactions begun IMMEDIATE (the engine's docstring).
+        config = expand_db_url(self.connection_url(database_url, pool_size=pool_size))
+        config["engine"] = "claims_realtime.models.backends.sqlite_client"
+        return config
 
     def prepare(self, database_url: str) -> None:
         path = sqlite_path(database_url)
@@ -111,8 +124,14 @@ class SQLiteBackend(Backend):
         await reader.execute("PRAGMA query_only = ON")
         await reader.execute(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
         self._reader = reader
+        # The writer's connection gets the settings Tortoise's has (DATABASE_URL's included).
+        self._pragmas = dict(getattr(Tortoise.get_connection("default"), "pragmas", {}))
+        self._writer = await Writer.start(self._path, self._pragmas)
 
     async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
@@ -147,17 +166,40 @@ class SQLiteBackend(Backend):
 
     # -- transactions ----------------------------------------------------------------------
 
-    async def run(self, script: Script[T], *, shared: bool = False) -> T:
+    async def run(self, make: ScriptMaker[T], *args: Any, shared: bool = False) -> T:
+        if self._path is not None:
+            # Every call shares the writer's transactions: it runs them one after another.
+            try:
+                return cast(T, await (await self._live_writer()).run(make, args))
+            except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+                raise translated(exc) from exc
+        script = make(self, *args)
+
         def work(db: sqlite3.Connection) -> T:
-            return self._drive(db, script)
+            return drive(db, script)
 
         return await (self.group_transaction(work) if shared else self.transaction(work))
+
+    async def _live_writer(self) -> Writer:
+        """The writer process, started again if it exited (the calls it had failed as
+        unavailable: none of them committed, or none was told so)."""
+        writer = self._writer
+        if writer is not None and writer.alive:
+            return writer
+        async with self._starting:
+            if self._writer is None or not self._writer.alive:
+                if self._path is None or self._writer is None:
+                    raise OperationalError("unable to open database: the database is closed")
+                log.error("the SQLite writer process exited; starting another")
+                await self._writer.close()
+                self._writer = await Writer.start(self._path, self._pragmas)
+            return self._writer
 
     def lock_rows(self, table: str, ids: Sequence[str]) -> list[Statement]:
         return []  # one writer at a time: nothing to order
 
     async def lock_until_commit(self, connection: BaseDBAsyncClient, space: int, key: str) -> None:
-        return None  # Tortoise runs one transaction at a time on its one SQLite connection
+        return None  # every write transaction holds SQLite's one write lock from its BEGIN
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(db)` in one transaction, in one trip to aiosqlite's thread (where `work`
@@ -174,20 +216,8 @@ class SQLiteBackend(Backend):
             # public handle on its sqlite3 connection: the one trip needs both.
             in_thread: Callable[[Callable[[], T]], Awaitable[T]] = threaded._execute
 
-            def transaction() -> T:
-                db: sqlite3.Connection = threaded._conn
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(db)
-                except BaseException:
-                    if db.in_transaction:  # SQLite ends it itself on some errors
-                        db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return result
-
             try:
-                return await in_thread(transaction)
+                return await in_thread(functools.partial(in_transaction, threaded._conn, work))
             except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
                 raise translated(exc) from exc
 
@@ -199,20 +229,34 @@ class SQLiteBackend(Backend):
         except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
             raise translated(exc) from exc
 
-    def _drive(self, db: sqlite3.Connection, script: Script[T]) -> T:
-        """Run a transaction script in SQLite's thread, inside the transaction."""
-        reply: Any = None
-        while True:
-            try:
-                step = script.send(reply)
-            except StopIteration as done:
-                return cast(T, done.value)
-            if isinstance(step, Select):
-                reply = _select(db, step)
-            else:
-                for query, parameters in step:
-                    db.execute(query, parameters)
-                reply = None
+
+def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work(db)` between BEGIN IMMEDIATE and COMMIT, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        if db.in_transaction:  # SQLite ends it itself on some errors
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def drive(db: sqlite3.Connection, script: Script[T]) -> T:
+    """Run a transaction script on `db`, inside the transaction."""
+    reply: Any = None
+    while True:
+        try:
+            step = script.send(reply)
+        except StopIteration as done:
+            return cast(T, done.value)
+        if isinstance(step, Select):
+            reply = _select(db, step)
+        else:
+            for query, parameters in step:
+                db.execute(query, parameters)
+            reply = None
 
 
 def _select(db: sqlite3.Connection, select: Select) -> list[Any]:

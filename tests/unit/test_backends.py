@@ -44,7 +44,11 @@ def test_a_migration_finds_the_backend_of_its_connection(name: str) -> None:
 
 def test_each_backend_adds_its_own_connection_settings() -> None:
     sqlite = tortoise_config("sqlite:///srv/c.sqlite3")["connections"]["default"]
-    assert "synchronous=FULL" in sqlite and "maxsize" not in sqlite
+    # On SQLite, Tortoise's client is ours (models.backends.sqlite_client), hence a dict.
+    assert sqlite["engine"] == "claims_realtime.models.backends.sqlite_client"
+    assert sqlite["credentials"]["file_path"] == "/srv/c.sqlite3"
+    assert sqlite["credentials"]["synchronous"] == "FULL"
+    assert "maxsize" not in sqlite["credentials"]
     postgres = tortoise_config("postgres://u@h/db", pool_size=7)["connections"]["default"]
     assert postgres == "postgres://u@h/db?maxsize=7&minsize=1"
 

@@ -52,7 +52,7 @@ def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = backend.transaction
 
     async def counting(work: Any) -> Any:
-        sizes.append(len(work.keywords["group"]))
+        sizes.append(len(work.keywords["works"]))
         return await real(work)
 
     monkeypatch.setattr(backend, "transaction", counting)

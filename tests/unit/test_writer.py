@@ -1,0 +1,144 @@
+"""A SQLite database file's write transactions run in the writer process
+(models.backends.writer): committed there before the caller hears, errors back intact, the
+process started again if it dies, and the server's own Tortoise transactions waiting for it
+rather than failing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from claims_realtime.models import backends
+from claims_realtime.models.backends.base import Backend
+from claims_realtime.models.backends.sqlite import SQLiteBackend
+from claims_realtime.models.db import close_database, database_unavailable, open_database
+from claims_realtime.models.errors import InvalidInput
+from claims_realtime.models.presence import Node
+from claims_realtime.models.sql import Script
+
+pytestmark = pytest.mark.sqlite
+
+NOW = "2026-03-26T08:00:00+00:00"
+
+
+def insert_node(node_id: str) -> tuple[str, list[Any]]:
+    return "INSERT INTO node (id, started_at, heartbeat_at) VALUES (?, ?, ?)", [node_id, NOW, NOW]
+
+
+# Script makers: the writer process imports them by name, as it does the domain's.
+
+
+def node_then_pid(backend: Backend, node_id: str, hold_seconds: float = 0.0) -> Script[int]:
+    """Insert a node, hold the transaction open a while, answer the process that ran it."""
+    yield [insert_node(node_id)]
+    time.sleep(hold_seconds)
+    return os.getpid()
+
+
+def node_then_invalid(backend: Backend, node_id: str) -> Script[None]:
+    yield [insert_node(node_id)]
+    raise InvalidInput("events.3.data", "events.3.data is larger than 64 bytes of JSON")
+
+
+@pytest.fixture
+async def file_database(tmp_path: Path) -> AsyncIterator[SQLiteBackend]:
+    await open_database(f"sqlite://{tmp_path / 'claims.sqlite3'}")
+    try:
+        backend = backends.current()
+        assert isinstance(backend, SQLiteBackend)
+        yield backend
+    finally:
+        await close_database()
+
+
+async def stored_nodes() -> list[str]:
+    return sorted(await Node.all().values_list("id", flat=True))
+
+
+async def test_a_file_database_commits_in_another_process_before_answering(
+    file_database: SQLiteBackend,
+) -> None:
+    pid = await file_database.run(node_then_pid, "n1")
+    assert pid != os.getpid()
+    assert await stored_nodes() == ["n1"]  # committed: this process's connection sees it
+    assert await file_database.run(node_then_pid, "n2") == pid  # the same process, still
+
+
+async def test_an_error_comes_back_as_raised_and_only_its_call_is_rolled_back(
+    file_database: SQLiteBackend,
+) -> None:
+    slow = asyncio.create_task(file_database.run(node_then_pid, "first", 0.3))
+    await asyncio.sleep(0.1)  # the writer is busy: the next two wait, and run together
+    failing = file_database.run(node_then_invalid, "failed")
+    fine = file_database.run(node_then_pid, "second", shared=True)
+    results = await asyncio.gather(slow, failing, fine, return_exceptions=True)
+
+    error = results[1]
+    assert isinstance(error, InvalidInput)
+    assert (error.field, error.detail) == (
+        "events.3.data",
+        "events.3.data is larger than 64 bytes of JSON",
+    )
+    assert await stored_nodes() == ["first", "second"]
+
+
+async def test_a_dead_writer_fails_its_call_as_unavailable_and_the_next_call_starts_another(
+    file_database: SQLiteBackend,
+) -> None:
+    pid = await file_database.run(node_then_pid, "before")
+    held = asyncio.create_task(file_database.run(node_then_pid, "lost", 5.0))
+    await asyncio.sleep(0.3)  # inside its transaction, uncommitted
+    os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(Exception) as failed:
+        await asyncio.wait_for(held, timeout=5)
+    assert database_unavailable(failed.value)  # answered 503, never 500
+
+    assert await file_database.run(node_then_pid, "after") != pid
+    assert await stored_nodes() == ["after", "before"]  # the killed transaction rolled back
+
+
+async def test_a_transaction_of_this_process_reading_before_it_writes_waits_for_the_writer(
+    file_database: SQLiteBackend,
+) -> None:
+    # A plain BEGIN would read a snapshot older than the writer's commit, then fail to
+    # write ("database is locked") without waiting; BEGIN IMMEDIATE waits, then reads.
+    writing = asyncio.create_task(file_database.run(node_then_pid, "writer", 0.5))
+    await asyncio.sleep(0.2)  # the writer holds SQLite's write lock
+    async with in_transaction():
+        seen = await Node.all().count()
+        await Node.create(id=f"after-{seen}", started_at=NOW, heartbeat_at=NOW)
+    await writing
+    assert await stored_nodes() == ["after-1", "writer"]
+
+
+async def test_closing_the_database_stops_the_writer_after_its_last_answer(
+    tmp_path: Path,
+) -> None:
+    await open_database(f"sqlite://{tmp_path / 'claims.sqlite3'}")
+    backend = backends.current()
+    pid = await backend.run(node_then_pid, "last")
+    await close_database()
+    for _ in range(100):
+        if not _running(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie until reaped: the writer's parent (this process) reaps it in close.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
