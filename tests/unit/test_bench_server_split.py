@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -99,6 +101,26 @@ def test_thread_split_puts_a_worker_threads_cpu_apart_from_the_main_thread() -> 
     main, other = meter.stop()
     wall = time.monotonic() - wall_started
     # /proc counts in clock ticks (10 ms): allow one either way.
+    assert other >= 100 * (0.3 - 0.02) / wall
+    assert main < other
+
+
+def test_thread_split_counts_a_helper_process_whole_apart_from_the_event_loop() -> None:
+    # As SQLite's writer process: a child of the server running no event loop of ours. It
+    # stays alive until the meter stops (a process already gone counts as last seen).
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    meter = procstat.ThreadSplitMeter([os.getpid()])
+    wall_started = time.monotonic()
+    meter.start()
+    with subprocess.Popen(
+        [sys.executable, "-c", burn + "print('burnt', flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as helper:
+        assert helper.stdout is not None and helper.stdout.readline() == "burnt\n"
+        main, other = meter.stop()
+        helper.kill()
+    wall = time.monotonic() - wall_started
     assert other >= 100 * (0.3 - 0.02) / wall
     assert main < other
 

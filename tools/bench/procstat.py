@@ -137,20 +137,28 @@ class MachineMeter:
 
 @dataclass
 class ThreadSplitMeter:
-    """A server's CPU between `start()` and `stop()` split into its processes' main threads
-    (the event loops) and their other threads (SQLite's, any executor), % of one core each.
+    """A server's CPU between `start()` and `stop()` split into its event loops (the main
+    threads of the server process and of its uvicorn workers) and everything else: their
+    other threads (executors, aiosqlite's) and their helper processes (SQLite's writer
+    process, the webhook sender), % of one core each.
 
-    A Python server is bound by the thread holding the interpreter lock; the split shows
-    whether its event loop or the database thread beside it grows with the load."""
+    A Python server is bound by the thread holding its interpreter lock; the split shows
+    whether the event loop or the database work beside it grows with the load."""
 
     roots: list[int]
     _start: dict[int, tuple[float, float]] | None = None
     _wall: float = 0.0
 
     def _sample(self) -> dict[int, tuple[float, float]]:
-        """(whole process, main thread) CPU seconds of each process."""
+        """(whole process, event loop thread) CPU seconds of each process; a helper process
+        has no event loop of ours."""
         return {
-            pid: (cpu_seconds(pid), cpu_seconds(pid, thread=pid))  # main thread id = pid
+            pid: (
+                cpu_seconds(pid),
+                cpu_seconds(pid, thread=pid)  # the main thread's id is the pid
+                if pid == root or is_spawned_worker(pid)
+                else 0.0,
+            )
             for root in self.roots
             for pid in tree(root)
         }

@@ -249,8 +249,8 @@ def run_step(
         "duplicated": stats["duplicated"],
         "disconnects": stats["disconnects"],
         "server_cpu_pct": server_cpu_pct,
-        # Of which the processes' main threads (event loops) and their other threads
-        # (SQLite's, inside the server process).
+        # Of which the event loops (the server processes' main threads) and the rest
+        # (other threads, helper processes: SQLite's writer).
         "server_loop_cpu_pct": loop_cpu_pct,
         "server_threads_cpu_pct": threads_cpu_pct,
         **server_split,

@@ -291,7 +291,7 @@ def render_steps(results: dict[str, Any]) -> str:
     mode = "subscribers confirm every event" if ack else "--no-ack: subscribers do not confirm"
     return (
         f"Sweep steps ({mode}; latency in ms; CPU in % of one core, µs per delivered event;\n"
-        "loop+thr: the server's event loop threads + its other threads (SQLite's); commit:\n"
+        "loop+thr: the server's event loop threads + the rest (SQLite's writer); commit:\n"
         "request arrival -> commit and queued: commit -> on every socket's queue, by the\n"
         "server's own histograms, each at or below the bound shown; gc: full garbage\n"
         "collections in the step, and the longest pause of any collection)\n" + table(header, rows)
