@@ -100,6 +100,24 @@ class NewEvent:
     fingerprint: str
     channel_count: int = 0
 
+    def __reduce__(self) -> tuple[type[NewEvent], tuple[Any, ...]]:
+        # Pickled to SQLite's writer process with every ingestion: as its fields, in order,
+        # at under half the cost of a slots dataclass's own state methods (both ways).
+        return NewEvent, (
+            self.event_id,
+            self.event_type,
+            self.claim_id,
+            self.organisation_id,
+            self.user_id,
+            self.actor_id,
+            self.occurred_at,
+            self.recorded_at,
+            self.data,
+            self.data_json,
+            self.fingerprint,
+            self.channel_count,
+        )
+
 
 @dataclass(slots=True)
 class StoredEvent:
