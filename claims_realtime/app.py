@@ -84,8 +84,9 @@ def load_spec() -> dict[str, Any]:
 #: event loop, came every few seconds. Figures: docs/performance-log.md#interpreter-settings.
 SERVER_GC_THRESHOLDS = (10_000, 50, 10)
 #: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms):
-#: SQLite's thread waits out the interval at each hand-off with the busy event loop, and each
-#: forced hand-off costs CPU; 1 ms balanced the two. Figures: same place.
+#: a database thread (aiosqlite's: reads, an in-memory database's writes) waits out the
+#: interval at each hand-off with the busy event loop, and each forced hand-off costs CPU;
+#: 1 ms balanced the two (measured while SQLite's writes ran in-thread). Figures: same place.
 SERVER_SWITCH_INTERVAL = 0.001
 
 

@@ -250,7 +250,7 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
 
     Every flush interval, under load, for every channel: each row rewritten once for both,
     in a transaction shared with ingestion's (on SQLite, one COMMIT and one trip to the
-    database's thread fewer, each of which ingestion would otherwise wait behind)."""
+    writer fewer, each of which ingestion would otherwise wait behind)."""
     changed = {cid: pair for cid, pair in positions.items() if pair != (None, None)}
     if not changed:
         return

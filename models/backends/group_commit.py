@@ -6,8 +6,10 @@ its events reach (each organisation event reaches many), so one-event transactio
 rewrote the same pages of the channel table, and their COMMITs kept SQLite's thread busy
 (docs/performance-log.md).
 
-Here a caller's work waits while a transaction is running, and every call that arrived
-meanwhile runs in the next transaction together, each inside its own SAVEPOINT: one call's
+Here (an in-memory database, whose writes run in aiosqlite's thread; the writer process groups
+a database file's calls the same way, with `run_group`) a caller's work waits while a
+transaction is running, and every call that arrived meanwhile runs in the next transaction
+together, each inside its own SAVEPOINT: one call's
 error rolls back that call's writes only, and it alone gets the exception; the others commit.
 Nobody is answered before the shared COMMIT returns (durable, as before). What SQLite itself
 refuses at COMMIT (a full disk, an I/O error) fails every call of the group: none was stored.
@@ -99,8 +101,9 @@ class GroupCommit:
 
 
 def run_group(db: sqlite3.Connection, works: list[Work]) -> list[tuple[bool, Any]]:
-    """In SQLite's thread, inside the transaction: each call in a savepoint of its own;
-    answer (True, its value) or (False, its error) per call.
+    """Inside the transaction, where it runs (the writer process, or aiosqlite's thread):
+    each call in a savepoint of its own; answer (True, its value) or (False, its error) per
+    call.
 
     A call alone in its transaction needs none: if it fails, the transaction is rolled back
     and the error reaches that call (through `_drain`), as from its savepoint. Two

@@ -78,7 +78,8 @@ class SQLiteBackend(Backend):
     every statement and the COMMIT a trip of their own to aiosqlite's thread, each resumed by
     the event loop only when its turn comes, with the connection's lock held all along. Under
     load that lock's queue, not SQLite, capped ingestion. Here a transaction script runs
-    whole in SQLite's thread, between BEGIN IMMEDIATE and COMMIT.
+    whole, between BEGIN IMMEDIATE and COMMIT, in the writer process (a database file) or in
+    aiosqlite's thread (in memory).
     """
 
     name: ClassVar[str] = "sqlite"
@@ -156,7 +157,7 @@ class SQLiteBackend(Backend):
     def bind_time(self, moment: datetime) -> Any:
         """Tortoise's conversion, then the sqlite3 adapter Tortoise registers for datetimes,
         done once per distinct time of a batch: bound as a datetime, the adapter is a Python
-        call per row (an organisation event has a hundred), in SQLite's thread."""
+        call per row (an organisation event has a hundred), where the script runs."""
         value = db_time(moment)
         adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
         return adapt(value) if adapt is not None else value
