@@ -20,7 +20,8 @@ from claims_realtime.models.backends import Backend, current
 from claims_realtime.models.channel import Channel
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.event import FeedEvent, StoredEvent
-from claims_realtime.models.sql import Select, padded
+from claims_realtime.models.routing import keeps_routes
+from claims_realtime.models.sql import Script, Select, padded
 from claims_realtime.models.subscriptions import open_channel
 
 
@@ -254,14 +255,20 @@ async def save_positions(positions: Mapping[str, tuple[int | None, int | None]])
     changed = {cid: pair for cid, pair in positions.items() if pair != (None, None)}
     if not changed:
         return
-    backend = current()
-    statements = [
+    await current().run(_positions_script, changed, shared=True)
+
+
+@keeps_routes
+def _positions_script(
+    backend: Backend, changed: Mapping[str, tuple[int | None, int | None]]
+) -> Script[None]:
+    """Positions only: no channel's status, feed or offset, no feed's head."""
+    yield [
         *backend.lock_rows("channel", list(changed)),
         *backend.advance_statements(
             "channel", ("delivered_sequence", "confirmed_sequence"), changed
         ),
     ]
-    await backend.execute_in_transaction(statements, shared=True)
 
 
 #: Rows one prune statement deletes at most: a backlog (the first prune after a long stop)

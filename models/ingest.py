@@ -4,7 +4,6 @@ is told it was accepted."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +13,18 @@ from typing import Any, NamedTuple
 from tortoise.exceptions import IntegrityError
 
 from claims_realtime.models.backends import Backend, current
-from claims_realtime.models.channel import SubscriptionType
 from claims_realtime.models.clock import utcnow
 from claims_realtime.models.credentials import new_event_ids
 from claims_realtime.models.errors import EventIdConflict
 from claims_realtime.models.event import NewEvent
 from claims_realtime.models.fields import python_time
+from claims_realtime.models.routing import (
+    RoutedFeed,
+    Routes,
+    channels_query,
+    feeds_query,
+    keeps_routes,
+)
 from claims_realtime.models.sql import Script, Select, Statement, padded
 from claims_realtime.models.submission import new_event
 
@@ -117,6 +122,7 @@ def _recorded(event: NewEvent, outcome: Outcome) -> Recorded:
     return Recorded(event=event, duplicate=False, placements=outcome)
 
 
+@keeps_routes
 def _recording(
     backend: Backend,
     fresh: list[NewEvent],
@@ -130,15 +136,17 @@ def _recording(
     batch = _Batch(fresh, prefixes, now, backend.bind_time)
     known = _known_query(given)
     batch.sort_out_duplicates((yield known) if known is not None else [])
-    routed = _routed(batch.to_store)
-    if routed is not None:
+    routes = backend.kept_routes if backend.kept_routes is not None else Routes()
+    missing = routes.missing(batch.to_store)
+    if missing is not None:
         # The feeds are locked first and their channels read after, in a statement of its
         # own: a channel created meanwhile committed its offset before we got its feed's
         # lock, so it is seen here (PostgreSQL reads each statement afresh); a channel on a
         # feed we did not lock is newer than these events.
-        locked = yield _feeds_query(*routed)
-        channels = (yield _channels_query([row[0] for row in locked])) if locked else []
-        batch.place(locked, channels)
+        locked = yield feeds_query(*missing)
+        channels = (yield channels_query(locked)) if locked else []
+        routes.learn(*missing, locked, channels)
+    batch.place(routes)
     yield batch.writes(backend)
     return batch.results()
 
@@ -166,7 +174,7 @@ class _Batch:
         self.stored: list[tuple[int, NewEvent]] = []
         self._positions: list[list[Any]] = []
         self._placements: dict[str, tuple[Placement, ...]] = {}
-        self._touched: dict[int, _Feed] = {}
+        self._touched: dict[int, RoutedFeed] = {}
 
     def bound(self, moment: datetime) -> Any:
         value = self._bound_times.get(moment)
@@ -195,18 +203,12 @@ class _Batch:
             known[event.event_id] = event
             self.stored.append((i, event))
 
-    def place(
-        self, feed_rows: Sequence[Sequence[Any]], channel_rows: Sequence[Sequence[Any]]
-    ) -> None:
+    def place(self, routes: Routes) -> None:
         """Give each stored event the next position on every feed it routes to that has an
         open channel, and so the next sequence on each of those channels."""
-        by_organisation, by_user = _routes(feed_rows, channel_rows)
         for _, event in self.stored:
             placements: list[Placement] = []
-            for feed in (
-                *by_organisation.get(event.organisation_id, ()),
-                *by_user.get(event.user_id, ()),
-            ):
+            for feed in routes.feeds(event):
                 if event.event_type in feed.event_types:
                     feed.head += 1
                     self._touched[feed.id] = feed
@@ -289,98 +291,3 @@ def _stored_event(values: Sequence[Any]) -> NewEvent:
         fingerprint=row["fingerprint"],
         channel_count=int(row["channel_count"]),
     )
-
-
-@dataclass(slots=True)
-class _Feed:
-    """What routing needs of a locked feed: its event types, its head as this batch advances
-    it, and its open channels with their offsets."""
-
-    id: int
-    event_types: frozenset[str]
-    head: int
-    channels: list[tuple[str, int]]
-
-
-#: The open channels any of a batch's events may route to.
-_OPEN_CHANNELS_ROUTED = """
-    status <> 'closed' AND (
-        (subscription_type = 'organisation_claims' AND organisation_id IN ({organisations}))
-        OR (subscription_type = 'user_claims' AND user_id IN ({users})))
-"""
-
-#: Ordered by id: the order every transaction locks feed rows in.
-_FEEDS = (
-    "SELECT id, head FROM feed WHERE id IN (SELECT feed_id FROM channel WHERE {open}) ORDER BY id"
-)
-
-_CHANNEL_COLUMNS = (
-    "id",
-    "subscription_type",
-    "organisation_id",
-    "user_id",
-    "event_types",
-    "feed_id",
-    "feed_offset",
-)
-_CHANNELS = (
-    f"SELECT {', '.join(_CHANNEL_COLUMNS)} FROM channel"
-    " WHERE feed_id IN ({feeds}) AND status <> 'closed' ORDER BY id"
-)
-
-
-@functools.lru_cache(maxsize=64)
-def _event_types(raw: str) -> frozenset[str]:
-    # Most channels share a handful of event_types lists: parse each one once.
-    return frozenset(json.loads(raw))
-
-
-def _routed(events: Sequence[NewEvent]) -> tuple[str, list[str]] | None:
-    """The condition on channel rows that any of `events` may route to, and its
-    parameters; None for no events."""
-    if not events:
-        return None
-    organisations = padded(sorted({event.organisation_id for event in events}))
-    users = padded(sorted({event.user_id for event in events}))
-    where = _OPEN_CHANNELS_ROUTED.format(
-        organisations=", ".join("?" * len(organisations)),
-        users=", ".join("?" * len(users)),
-    )
-    return where, [*organisations, *users]
-
-
-def _feeds_query(where: str, parameters: list[str]) -> Select:
-    """The feeds of the open channels `where` picks: rows of (id, head), locked against
-    concurrent ingestion and channel creation and closing (the transaction moves heads)."""
-    return Select(_FEEDS.format(open=where), parameters, ("id", "head"), lock=True)
-
-
-def _channels_query(feed_ids: Sequence[Any]) -> Select:
-    """The open channels of the locked feeds, as rows of `_CHANNEL_COLUMNS`: found by feed,
-    not routed a second time. One plain query: no model objects for a batch that may reach
-    thousands of channels."""
-    ids = padded(feed_ids)
-    return Select(_CHANNELS.format(feeds=", ".join("?" * len(ids))), ids, _CHANNEL_COLUMNS)
-
-
-def _routes(
-    feed_rows: Sequence[Sequence[Any]], channel_rows: Sequence[Sequence[Any]]
-) -> tuple[dict[str, list[_Feed]], dict[str, list[_Feed]]]:
-    """The locked feeds (rows of `_feeds_query`) with their open channels (rows of
-    `_channels_query`), by organisation and by user."""
-    heads = {int(feed_id): int(head) for feed_id, head in feed_rows}
-    feeds: dict[int, _Feed] = {}
-    by_organisation: dict[str, list[_Feed]] = {}
-    by_user: dict[str, list[_Feed]] = {}
-    for channel_id, kind, organisation_id, user_id, types, feed_id, offset in channel_rows:
-        feed_id = int(feed_id)
-        feed = feeds.get(feed_id)
-        if feed is None:
-            raw = types if isinstance(types, str) else json.dumps(types)
-            feed = feeds[feed_id] = _Feed(feed_id, _event_types(raw), heads[feed_id], [])
-            if kind == SubscriptionType.ORGANISATION_CLAIMS:
-                by_organisation.setdefault(organisation_id, []).append(feed)
-            else:
-                by_user.setdefault(user_id, []).append(feed)
-        feed.channels.append((channel_id, int(offset)))
-    return by_organisation, by_user

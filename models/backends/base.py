@@ -12,13 +12,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from claims_realtime.models import sql
 from claims_realtime.models.sql import Script, ScriptMaker, Select, Statement
+
+if TYPE_CHECKING:
+    from claims_realtime.models.routing import Routes
 
 T = TypeVar("T")
 
@@ -37,6 +40,9 @@ class Backend(ABC):
     pad_statements: ClassVar[bool]
     #: The database's two-argument maximum, for forward-only updates.
     greatest: ClassVar[str]
+    #: Routes kept from one transaction to the next (models.routing), set only where one
+    #: connection makes every write that moves them; None: each transaction reads its own.
+    kept_routes: Routes | None = None
 
     # -- connecting ------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from claims_realtime.models.backends import use
-from claims_realtime.models.backends.group_commit import run_group
+from claims_realtime.models.backends.group_commit import Work, run_group
 from claims_realtime.models.backends.sqlite import SQLiteBackend, drive, in_transaction
 from claims_realtime.models.backends.writer import error_parts, frame, frames
+from claims_realtime.models.routing import Routes, marked_keeps_routes
 from claims_realtime.models.sql import ScriptMaker
 
 Call = tuple[int, ScriptMaker[Any], tuple[Any, ...]]
@@ -53,15 +54,18 @@ def serve(sock: socket.socket, path: str, pragmas: Mapping[str, str]) -> None:
     for name, value in pragmas.items():
         db.execute(f"PRAGMA {name}={value}")
     # The scripts ask their backend for SQL and bound values, and the domain for current().
+    # This connection makes every write of ingestion's: its routes can be kept.
     backend = SQLiteBackend()
+    routes = backend.kept_routes = Routes()
     use(backend)
     sock.sendall(frame("ready"))
     calls = _Calls(sock)
     while (group := calls.next_group()) is not None:
-        works = [_work(backend, make, args) for _, make, args in group]
+        works = [_work(backend, routes, make, args) for _, make, args in group]
         try:
-            outcomes = in_transaction(db, functools.partial(run_group, works=works))
+            outcomes = in_transaction(db, functools.partial(_run, works=works, routes=routes))
         except Exception as exc:  # the transaction itself failed: nothing of it stored
+            routes.clear()  # nor the heads it moved
             outcomes = [(False, exc)] * len(group)
         sock.sendall(
             b"".join(
@@ -71,10 +75,29 @@ def serve(sock: socket.socket, path: str, pragmas: Mapping[str, str]) -> None:
         )
 
 
+def _run(db: sqlite3.Connection, works: list[Work], routes: Routes) -> list[tuple[bool, Any]]:
+    # Another connection's commit (a channel created, closed or reopened through Tortoise)
+    # may have changed the routes: SQLite counts those commits in data_version. Read under
+    # this transaction's write lock, so none can come before it ends.
+    (version,) = db.execute("PRAGMA data_version").fetchone()
+    routes.still_valid(version)
+    return run_group(db, works)
+
+
 def _work(
-    backend: SQLiteBackend, make: ScriptMaker[Any], args: tuple[Any, ...]
-) -> Callable[[sqlite3.Connection], Any]:
-    return lambda db: drive(db, make(backend, *args))
+    backend: SQLiteBackend, routes: Routes, make: ScriptMaker[Any], args: tuple[Any, ...]
+) -> Work:
+    def work(db: sqlite3.Connection) -> Any:
+        try:
+            value = drive(db, make(backend, *args))
+        except BaseException:
+            routes.clear()  # its rollback undoes heads it may have moved
+            raise
+        if not marked_keeps_routes(make):
+            routes.clear()
+        return value
+
+    return work
 
 
 def _reply(call: int, ok: bool, value: Any) -> bytes:

@@ -2,12 +2,15 @@
 are recorded. What ingestion told the hub to deliver to a channel (its placements) must be
 exactly what the channel's history holds, numbered 1, 2, 3 ... with no gap: an event is
 either before a channel or wholly its own, and nothing after a close is the channel's.
-On PostgreSQL these run on concurrent connections of the pool."""
+On PostgreSQL these run on concurrent connections of the pool; on a SQLite file ingestion
+runs in the writer process, which keeps routes between its transactions, while channels are
+created and closed on this process's own connection."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,17 @@ from claims_realtime.models.channel import SubscriptionType
 from tests.helpers import placements
 
 pytestmark = pytest.mark.usefixtures("db")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "storage" in metafunc.fixturenames:
+        on_postgres = metafunc.config.getoption("--database") == "postgres"
+        metafunc.parametrize("storage", ["postgres"] if on_postgres else ["memory", "file"])
+
+
+@pytest.fixture
+def database_url(storage: str, database_url: str, tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path / 'claims.sqlite3'}" if storage == "file" else database_url
 
 ORGANISATION = "org_race"
 

@@ -19,14 +19,18 @@ from typing import Any
 import pytest
 from tortoise.transactions import in_transaction
 
-from claims_realtime.models import backends
+from claims_realtime.models import backends, ingest, subscriptions
 from claims_realtime.models.backends.base import Backend
 from claims_realtime.models.backends.sqlite import SQLiteBackend
+from claims_realtime.models.channel import SubscriptionType
+from claims_realtime.models.clock import utcnow
 from claims_realtime.models.db import close_database, database_unavailable, open_database
 from claims_realtime.models.errors import InvalidInput
 from claims_realtime.models.event import NewEvent
 from claims_realtime.models.presence import Node
+from claims_realtime.models.routing import keeps_routes
 from claims_realtime.models.sql import Script
+from claims_realtime.models.submission import new_event
 
 pytestmark = pytest.mark.sqlite
 
@@ -50,6 +54,13 @@ def node_then_pid(backend: Backend, node_id: str, hold_seconds: float = 0.0) -> 
 def node_then_invalid(backend: Backend, node_id: str) -> Script[None]:
     yield [insert_node(node_id)]
     raise InvalidInput("events.3.data", "events.3.data is larger than 64 bytes of JSON")
+
+
+@keeps_routes
+def recorded_then_invalid(backend: Backend, fresh: list[NewEvent]) -> Script[None]:
+    """Ingestion's script for `fresh`, heads moved and rows written, then an error."""
+    yield from ingest._recording(backend, fresh, [], [""] * len(fresh), utcnow())
+    raise InvalidInput("events.0.data", "events.0.data is larger than 64 bytes of JSON")
 
 
 def test_a_new_event_crosses_to_the_writer_whole() -> None:
@@ -168,3 +179,47 @@ def _running(pid: int) -> bool:
     # A zombie until reaped: the writer's parent (this process) reaps it in close.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+async def record_for(user_id: str) -> tuple[ingest.Placement, ...]:
+    event = {"event_type": "status_changed", "claim_id": "clm_1", "organisation_id": "org_1"}
+    (outcome,) = await ingest.record_events(
+        [{**event, "user_id": user_id}], max_data_bytes=1024, batch=False
+    )
+    return outcome.placements
+
+
+def an_event_for(user_id: str) -> NewEvent:
+    submitted = {"event_type": "status_changed", "claim_id": "clm_1", "organisation_id": "org_1"}
+    return new_event(
+        {**submitted, "user_id": user_id},
+        "",
+        now=utcnow(),
+        max_data_bytes=1024,
+        event_id=f"evt_{user_id}_failed",
+    )
+
+
+async def test_heads_a_failed_call_moved_are_not_kept(file_database: SQLiteBackend) -> None:
+    # The writer keeps routes (feeds and heads) between transactions; a call rolled back
+    # must not leave its heads there, or the next event would skip a sequence.
+    made = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_1")
+    channel_id = made.channel.id
+    assert await record_for("usr_1") == (ingest.Placement(channel_id, 1),)
+    with pytest.raises(InvalidInput):
+        await file_database.run(recorded_then_invalid, [an_event_for("usr_1")])
+    assert await record_for("usr_1") == (ingest.Placement(channel_id, 2),)
+
+
+async def test_a_script_not_marked_as_keeping_routes_leaves_none_kept(
+    file_database: SQLiteBackend,
+) -> None:
+    # A channel closed by a statement on the writer's own connection: SQLite counts no
+    # commit of another connection, so only dropping the routes after it keeps the closed
+    # channel from getting the next event.
+    made = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_2")
+    assert await record_for("usr_2") == (ingest.Placement(made.channel.id, 1),)
+    await file_database.execute_in_transaction(
+        [("UPDATE channel SET status = 'closed' WHERE id = ?", [made.channel.id])]
+    )
+    assert await record_for("usr_2") == ()
