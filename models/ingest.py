@@ -131,8 +131,9 @@ def _recording(
     now: datetime,
 ) -> Script[list[Outcome]]:
     """The transaction: sort out duplicates, place the rest on the feeds they route to (whose
-    rows it locks), write events, feed positions and the feeds' new heads. Run by the
-    backend, on a SQLite file in its writer process: the batch is worked out there too."""
+    rows it locks, reading those the backend's kept routes lack), write events, feed
+    positions and the feeds' new heads. Run by the backend, on a SQLite file in its writer
+    process: the batch is worked out there too."""
     batch = _Batch(fresh, prefixes, now, backend.bind_time)
     known = _known_query(given)
     batch.sort_out_duplicates((yield known) if known is not None else [])
