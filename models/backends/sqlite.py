@@ -42,7 +42,9 @@ SQLITE_PRAGMAS: dict[str, object] = {
     "cache_size": -65536,
     # Copy the WAL back into the database every 8,000 pages (32 MiB) rather than 1,000: a
     # page rewritten by many commits is copied once per checkpoint (an organisation event
-    # writes so many pages that the default checkpointed after nearly every commit).
+    # writes so many pages that the default checkpointed after nearly every commit). The
+    # writer process turns it off on its connection and checkpoints in a thread
+    # (models.backends.checkpoints); it stays for the server's own connections.
     "wal_autocheckpoint": 8000,
     # Keep the WAL file's space between checkpoints (Tortoise sets 16 KiB: the file was
     # truncated after every checkpoint and regrown by the next commits).

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from claims_realtime.models.backends import use
+from claims_realtime.models.backends.checkpoints import Checkpointer
 from claims_realtime.models.backends.group_commit import Work, run_group
 from claims_realtime.models.backends.sqlite import SQLiteBackend, drive, in_transaction
 from claims_realtime.models.backends.writer import error_parts, frame, frames
@@ -53,6 +54,16 @@ def serve(sock: socket.socket, path: str, pragmas: Mapping[str, str]) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     for name, value in pragmas.items():
         db.execute(f"PRAGMA {name}={value}")
+    # Checkpoints by a thread of ours, not inside a commit (models.backends.checkpoints).
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    checkpointer = Checkpointer(path, pragmas)
+    try:
+        _serve(sock, db, checkpointer)
+    finally:
+        checkpointer.close()
+
+
+def _serve(sock: socket.socket, db: sqlite3.Connection, checkpointer: Checkpointer) -> None:
     # The scripts ask their backend for SQL and bound values, and the domain for current().
     # This connection makes every write of ingestion's: its routes can be kept.
     backend = SQLiteBackend()
@@ -73,6 +84,7 @@ def serve(sock: socket.socket, path: str, pragmas: Mapping[str, str]) -> None:
                 for (call, _, _), (ok, value) in zip(group, outcomes, strict=True)
             )
         )
+        checkpointer.after_answering(db)
 
 
 def _run(db: sqlite3.Connection, works: list[Work], routes: Routes) -> list[tuple[bool, Any]]:
