@@ -34,9 +34,20 @@ def database_url(storage: str, database_url: str, tmp_path: Path) -> str:
 ORGANISATION = "org_race"
 
 
-async def publish(count: int, delivered: dict[str, list[tuple[int, str]]]) -> None:
-    """Record `count` events of the organisation, one call each, noting every placement."""
+async def publish(
+    count: int,
+    delivered: dict[str, list[tuple[int, str]]],
+    *,
+    pause: tuple[int, asyncio.Event] | None = None,
+    recorded: tuple[int, asyncio.Event] | None = None,
+) -> None:
+    """Record `count` events of the organisation, one call each, noting every placement.
+    `pause` waits for an event before the nth call; `recorded` sets one after n calls."""
     for n in range(count):
+        if pause and n == pause[0]:
+            await pause[1].wait()
+        if recorded and n == recorded[0]:
+            recorded[1].set()
         event = {
             "event_type": "comment_added",
             "claim_id": f"clm_{n}",
@@ -49,14 +60,26 @@ async def publish(count: int, delivered: dict[str, list[tuple[int, str]]]) -> No
             delivered[placement.channel_id].append((placement.sequence, outcome.event.event_id))
 
 
-async def create(count: int, created: list[str], *, close_every: int = 0) -> None:
-    """Create `count` coordinator channels of the organisation; with `close_every`, close
-    every such channel again as soon as it exists."""
+async def create(
+    count: int,
+    created: list[str],
+    *,
+    close_every: int = 0,
+    after: asyncio.Event | None = None,
+    first_made: asyncio.Event | None = None,
+) -> None:
+    """Create `count` coordinator channels of the organisation, starting once `after` is set
+    and setting `first_made` once one exists; with `close_every`, close every such channel
+    again as soon as it exists."""
+    if after:
+        await after.wait()
     for n in range(count):
         made = await subscriptions.create_channel(
             SubscriptionType.ORGANISATION_CLAIMS, organisation_id=ORGANISATION, user_id=f"c{n}"
         )
         created.append(made.channel.id)
+        if first_made:
+            first_made.set()
         if close_every and n % close_every == 0:
             await asyncio.sleep(0)
             await subscriptions.close_channel(made.channel.id)
@@ -79,12 +102,20 @@ async def test_channels_created_while_events_are_recorded_get_exactly_their_own(
     await subscriptions.create_channel(
         SubscriptionType.ORGANISATION_CLAIMS, organisation_id=ORGANISATION, user_id="c_first"
     )
-    await asyncio.gather(publish(80, delivered), create(30, created), create(30, created))
+    # Which calls overlap is left to the scheduler, within two fixed points, so that the
+    # counts below never depend on how fast the writer process starts.
+    first_made, twenty_recorded = asyncio.Event(), asyncio.Event()
+    await asyncio.gather(
+        publish(80, delivered, pause=(40, first_made), recorded=(20, twenty_recorded)),
+        create(30, created, first_made=first_made),
+        create(30, created, after=twenty_recorded),
+    )
 
     await assert_delivered_is_stored(created, delivered)
-    # Later channels start later in the feed: not every channel saw every event.
+    # Later channels start later in the feed: one made before the 40th event saw at least
+    # the last 40; none made after the 20th saw all 80.
     counts = [len(await placements(channel_id)) for channel_id in created]
-    assert max(counts) > 0 and min(counts) < 80
+    assert max(counts) >= 40 and min(counts) <= 60
 
 
 async def test_channels_closed_while_events_are_recorded_keep_exactly_their_own() -> None:
