@@ -31,6 +31,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def database_url(storage: str, database_url: str, tmp_path: Path) -> str:
     return f"sqlite://{tmp_path / 'claims.sqlite3'}" if storage == "file" else database_url
 
+
 ORGANISATION = "org_race"
 
 
