@@ -31,6 +31,7 @@ frame hooks, `DirectLine`) follow FAST_PATHS (`LeanEngineServer.shortcuts`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -237,12 +238,9 @@ async def _serve(socket: Any, ws: LeanWebSocket, server: Any) -> None:
     writer = asyncio.ensure_future(_write(socket, ws, line))
     hook = getattr(server, "frame_hook", None)
     if protocol is not None and hook is not None:
-        limit = server.max_http_buffer_size
-
-        def take(text: str) -> bool:  # over the limit: left to _read, which refuses it
-            return len(text) <= limit and bool(hook(socket, text))
-
-        protocol.frame_hook = take
+        # Over the limit a frame is left to _read, which refuses it.
+        protocol.frame_limit = server.max_http_buffer_size
+        protocol.frame_hook = functools.partial(hook, socket)
     wire = server.wires[socket.sid] = Wire(socket, line)
     silent = False
     try:

@@ -114,13 +114,13 @@ class ChannelSocketServer(socketio.AsyncServer):
         cost more than sending the event. Anything else is left to python-socketio.
         """
         confirm = self.on_connection_ack
-        if confirm is None or not frame.startswith("43/channels/"):
+        if confirm is None:
             return False
         match = _CHANNEL_ACK.match(frame)
         if match is None or socket.sid in self._binary_packet:
             return False
-        channel_id, sequence = match.group(1), int(match.group(2))
-        if not confirm(socket.sid, channel_id, sequence):
+        channel_id = match[1]
+        if not confirm(socket.sid, channel_id, int(match[2])):
             # not attached to that channel: never confirm on someone else's behalf
             self.misbehaviour.note(socket.sid, "acked on %s before connecting", channel_id)
         return True

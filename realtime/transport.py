@@ -25,6 +25,7 @@ tests/unit/test_transport.py checks the behaviour relied on.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,12 @@ FAST_PATH_WEBSOCKETS = FastPath(
 class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Set by the Engine.IO transport while it serves this connection.
     frame_hook: TextHook | None = None
+    #: Longest text (in characters) the hook is offered; the transport sets its own limit,
+    #: and a longer frame goes to the application, which refuses it.
+    frame_limit: int = sys.maxsize
+    #: True while websockets' parser is known to wait at a frame boundary with nothing
+    #: buffered: found so once, and no byte has reached it since.
+    _parser_idle = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,33 +106,42 @@ class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
         fragmented message is open, no extension negotiated)."""
         hook = self.frame_hook
         if hook is not None and len(data) >= 6 and data[0] == 0x81 and self._between_frames():
-            taken = _take_frames(data, hook)
+            taken = _take_frames(data, hook, self.frame_limit)
             if taken == len(data):
                 return
             data = data[taken:]
+        self._parser_idle = False
         super().data_received(data)
 
     def _between_frames(self) -> bool:
         conn = self.conn
         if (
             conn.state is not State.OPEN
-            or conn.extensions
+            or self.close_sent
+            or not self.queue.empty()  # an earlier frame still waits for the application
+        ):
+            return False
+        if self._parser_idle:
+            # Only a read moves the parser and fills its buffers: the checks below would
+            # answer as they did (they cost as much as the ack itself, every ack).
+            return True
+        if (
+            conn.extensions
             or conn.current_size is not None
             or (conn.max_message_size is not None and conn.max_message_size < 126)
             or conn.reader.buffer
             or self.frames
-            or self.close_sent
-            or not self.queue.empty()  # an earlier frame still waits for the application
         ):
             return False
         # The parser (ServerProtocol.parse, after the handshake in Protocol.parse) suspended
         # where Protocol.parse waits for the next frame's first byte.
         outer = getattr(conn.parser, "gi_yieldfrom", None)
         inner = getattr(outer, "gi_yieldfrom", None)
-        return (
+        self._parser_idle = (
             getattr(outer, "gi_code", None) is _PARSE_CODE
             and getattr(inner, "gi_code", None) is _AT_EOF_CODE
         )
+        return self._parser_idle
 
     def send_receive_event_to_app(self) -> None:
         hook = self.frame_hook
@@ -141,7 +157,7 @@ class ChannelWebSocketProtocol(WebSocketsSansIOProtocol):
             except UnicodeDecodeError:
                 pass  # uvicorn's own path logs it
             else:
-                if hook(text):
+                if len(text) <= self.frame_limit and hook(text):
                     self.frames = []
                     return
         super().send_receive_event_to_app()
@@ -180,16 +196,17 @@ _PARSE_CODE = Protocol.parse.__code__
 _AT_EOF_CODE = StreamReader.at_eof.__code__
 
 
-def _take_frames(data: bytes, hook: TextHook) -> int:
+def _take_frames(data: bytes, hook: TextHook, limit: int) -> int:
     """Hand the whole frames at the front of `data` that are final, masked, unextended text
-    frames of under 126 bytes (one header byte 0x81, one length byte, a four-byte mask) to
-    `hook`, in order, until one is not such a frame, is cut short, is not UTF-8 or is
-    declined; answer the bytes taken (always a frame boundary)."""
+    frames of under 126 bytes (one header byte 0x81, one length byte, a four-byte mask) and
+    at most `limit` bytes to `hook`, in order, until one is not such a frame, is cut short,
+    is not UTF-8 or is declined; answer the bytes taken (always a frame boundary). A frame
+    over `limit` bytes but not characters is left to `send_receive_event_to_app`."""
     offset, size = 0, len(data)
     while size - offset >= 6 and data[offset] == 0x81:
         length = data[offset + 1] - 0x80  # negative when unmasked: websockets' error
         end = offset + 6 + length
-        if not 0 <= length < 126 or end > size:
+        if not 0 <= length < 126 or end > size or length > limit:
             break
         try:
             text = str(apply_mask(data[offset + 6 : end], data[offset + 2 : offset + 6]), "utf-8")

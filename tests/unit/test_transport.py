@@ -197,6 +197,36 @@ async def test_a_read_inside_a_frame_is_never_taken_for_the_start_of_one(
     assert connection.app_received == [text]
 
 
+async def test_a_read_inside_a_frame_after_taken_acks_is_never_taken_either(
+    connection: Connection,
+) -> None:
+    """Once a read of acks was taken whole, the parser is known to be idle; the next read
+    that reaches it (here a frame's header alone) means it no longer is."""
+    taken = hooked_acks(connection)
+    connection.client_sends("ack 1")
+    mask = bytes((0x81, 0x83, 0, 0))
+    text = "hiac\x03!!"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text.encode()))
+    connection.protocol.data_received(bytes((0x81, 0x80 | len(text))))
+    connection.protocol.data_received(mask + masked)
+    await settle()
+    assert taken == ["ack 1"]
+    assert connection.app_received == [text]
+
+
+@pytest.mark.parametrize("length", [20, 300])  # read here, and parsed by websockets
+async def test_a_frame_longer_than_the_limit_goes_to_the_application(
+    connection: Connection, length: int
+) -> None:
+    taken = hooked_acks(connection)
+    connection.protocol.frame_limit = length - 1
+    connection.client_sends("ack " + "x" * (length - 4))
+    await settle()  # read by the application: a later frame may skip it again
+    connection.client_sends("ack " + "y" * (length - 5))
+    assert taken == ["ack " + "y" * (length - 5)]
+    assert connection.app_received == ["ack " + "x" * (length - 4)]
+
+
 async def test_frames_it_does_not_parse_itself_are_websockets_decisions(
     connection: Connection,
 ) -> None:
