@@ -339,15 +339,8 @@ class Fanout:
         return True
 
     def _confirm(self, sub: Subscriber, sequence: int) -> None:
-        """`note_positions(confirmed=)`, spelt out: every delivered event comes back as one."""
-        if sequence <= 0:
-            return
-        confirmed = min(sequence, sub.cursor)  # never past what was written to the socket
-        positions = self._pending.get(sub.channel_id)
-        if positions is None:
-            positions = self._pending[sub.channel_id] = _Positions()
-        if positions.confirmed is None or confirmed > positions.confirmed:
-            positions.confirmed = confirmed
+        if sequence > 0:  # never past what was written to the socket
+            self.note_positions(sub.channel_id, confirmed=min(sequence, sub.cursor))
 
     def note_positions(
         self, channel_id: str, *, delivered: int | None = None, confirmed: int | None = None
