@@ -64,6 +64,8 @@ FrameHook = Callable[[Any, str], bool]
 #: needed against a deadline of ping interval + ping timeout (45 s by default). Never more
 #: than a quarter of the ping timeout, or a live client's pong could arrive too late.
 _DEADLINE_STEP = 5.0
+#: An Engine.IO PING, encoded.
+_PING_FRAME = eio_packet.Packet(eio_packet.PING).encode()
 #: Smallest packet a client sends in a long-polling POST batch (an ack is ~25 bytes): how
 #: many packets one POST may carry follows from the POST size limit.
 _SMALLEST_PACKET_BYTES = 16
@@ -155,6 +157,27 @@ class LeanEngineServer(engineio.AsyncServer):
         if wire is not None:
             wire.cut()
 
+    def send_ping(self, socket: Any) -> None:
+        """Send session `socket` a PING (ChannelEngineSocket's heartbeat timer): straight to
+        the websocket when its DirectLine can take it, else through the session's queue,
+        as python-engineio sends it."""
+        wire = self.wires.get(socket.sid)
+        line = wire.line if wire is not None else None
+        if line is None or not line.write(_PING_FRAME):
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+    def take_pong(self, socket: Any) -> bool:
+        """A websocket's PONG, taken by the frame hook before it reaches the reader: what
+        python-engineio's `receive` does with it (the next PING), and a sign of life for the
+        reader's deadline. False for a session our reader does not serve."""
+        wire = self.wires.get(socket.sid)
+        if wire is None:
+            return False
+        wire.heard()
+        if not socket.closing and not socket.closed:
+            socket.schedule_ping()
+        return True
+
     async def disconnect(self, sid: str | None = None) -> None:
         """python-engineio's, without waiting for the client to drain its queue: a polling
         client that is gone never does, and the request that asked for the disconnect (a
@@ -183,23 +206,40 @@ class DirectLine:
 
     def send(self, text: str) -> bool:
         """Write MESSAGE `text`; False when it must be queued instead."""
+        return self.write("4" + text)
+
+    def write(self, frame: str) -> bool:
+        """Write the encoded Engine.IO packet `frame`; False when it must be queued."""
         if self.busy or self.queue.qsize():
             return False
-        return self.protocol.send_now("4" + text)
+        return self.protocol.send_now(frame)
 
 
 class Wire:
     """A websocket our reader and writer serve: its DirectLine (None when every write must be
-    queued: FAST_PATHS off, or not our uvicorn protocol) and its reader's deadline."""
+    queued: FAST_PATHS off, or not our uvicorn protocol) and its reader's deadline, which
+    each frame from the peer moves `silence` seconds on (at most once every `step`)."""
 
-    __slots__ = ("aborted", "deadline", "line", "socket")
+    __slots__ = ("aborted", "deadline", "line", "moved", "silence", "socket", "step")
 
     def __init__(self, socket: Any, line: DirectLine | None) -> None:
         self.socket = socket
         self.line = line
+        #: Set by the reader (`_read`) while it waits under the deadline.
         self.deadline: asyncio.Timeout | None = None
+        self.silence = self.step = self.moved = 0.0
         #: Cut by the server: the deadline stays where `cut` put it.
         self.aborted = False
+
+    def heard(self) -> None:
+        """The peer sent a frame: a sign of life."""
+        deadline = self.deadline
+        if deadline is None or self.aborted:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self.moved >= self.step:
+            deadline.reschedule(now + self.silence)
+            self.moved = now
 
     def cut(self) -> None:
         self.aborted = True
@@ -308,8 +348,8 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any, wire: Wire) -> None
     hook = getattr(server, "frame_hook", None)
     # timeout_at: the deadline is a point on the loop's clock (asyncio.timeout takes a delay).
     async with asyncio.timeout_at(loop.time() + silence) as deadline:
-        wire.deadline = deadline  # for LeanEngineServer.cut()
-        moved = loop.time()
+        # For Wire.heard() (frames taken before they reach this reader, too) and cut().
+        wire.deadline, wire.silence, wire.step, wire.moved = deadline, silence, step, loop.time()
         while True:
             try:
                 data = await _frame(ws, server)
@@ -318,10 +358,7 @@ async def _read(socket: Any, ws: LeanWebSocket, server: Any, wire: Wire) -> None
                 return
             except Exception:  # the connection went away
                 return
-            now = loop.time()
-            if now - moved >= step and not wire.aborted:
-                deadline.reschedule(now + silence)
-                moved = now
+            wire.heard()
             if hook is not None and isinstance(data, str) and hook(socket, data):
                 continue
             try:

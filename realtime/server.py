@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 #: An Engine.IO MESSAGE frame carrying a Socket.IO ACK on a channel namespace:
 #: `43/channels/<id>,<ack id>[<args>]` (ASCII digits: `\d` would take any Unicode digit).
 _CHANNEL_ACK = re.compile(r"43/channels/(chan_[a-z0-9]{1,64}),([0-9]{1,18})\[")
+#: An Engine.IO PONG, the client's answer to each PING.
+_PONG_FRAME = "3"
 
 #: The events a client may emit on a channel namespace (the AsyncAPI document's `ack`).
 #: Anything else, `connect` and `disconnect` included, would otherwise reach the namespace
@@ -107,17 +109,21 @@ class ChannelSocketServer(socketio.AsyncServer):
         return LeanEngineServer
 
     def _channel_ack_frame(self, socket: Any, frame: str) -> bool:
-        """Take a websocket frame that acks a channel event, straight from the transport.
+        """Take a websocket frame that acks a channel event, or the heartbeat's PONG,
+        straight from the transport.
 
         Every delivered event comes back as an ACK: python-socketio would start a task for
         it and parse it with its general decoder (json.loads of arguments we ignore), which
-        cost more than sending the event. Anything else is left to python-socketio.
+        cost more than sending the event. A PONG goes to the Engine.IO server's `take_pong`
+        without waking the connection's reader. Anything else is left to python-socketio.
         """
         confirm = self.on_connection_ack
         if confirm is None:
             return False
         match = _CHANNEL_ACK.match(frame)
-        if match is None or socket.sid in self._binary_packet:
+        if match is None:
+            return frame == _PONG_FRAME and self.eio.take_pong(socket)
+        if socket.sid in self._binary_packet:
             return False
         channel_id = match[1]
         if not confirm(socket.sid, channel_id, int(match[2])):
