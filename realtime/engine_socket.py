@@ -1,5 +1,5 @@
 """python-engineio's session socket, holding long-polling clients to the rules websocket
-clients are held to.
+clients are held to, with a heartbeat that leaves nothing waiting between PINGs but a timer.
 
 python-engineio 4.15 answers a long-polling POST whose body is not an Engine.IO payload with
 200 (and a logged traceback) and keeps the session; it ignores a CLOSE from the client until
@@ -66,6 +66,9 @@ def refuse(socket: Any, what: str, data: str | bytes | None = None) -> None:
 class ChannelEngineSocket(async_socket.AsyncSocket):
     """python-engineio's AsyncSocket with the rules above; adopted by the server as each
     session opens (engine.LeanEngineServer)."""
+
+    #: When the unanswered PING went out (time.time()), None while the next one waits.
+    last_ping: float | None
 
     async def handle_post_request(self, environ: dict[str, Any]) -> None:
         try:

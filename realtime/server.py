@@ -117,13 +117,11 @@ class ChannelSocketServer(socketio.AsyncServer):
         cost more than sending the event. A PONG goes to the Engine.IO server's `take_pong`
         without waking the connection's reader. Anything else is left to python-socketio.
         """
-        confirm = self.on_connection_ack
-        if confirm is None:
-            return False
         match = _CHANNEL_ACK.match(frame)
         if match is None:
             return frame == _PONG_FRAME and self.eio.take_pong(socket)
-        if socket.sid in self._binary_packet:
+        confirm = self.on_connection_ack
+        if confirm is None or socket.sid in self._binary_packet:
             return False
         channel_id = match[1]
         if not confirm(socket.sid, channel_id, int(match[2])):
