@@ -113,6 +113,10 @@ def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, settings: Settings) -> 
         # uvicorn would buffer a websocket frame of up to 16 MiB before Engine.IO's 64 KiB
         # limit (realtime.server.MAX_CLIENT_PACKET_BYTES) sees it: close larger ones there.
         ws_max_size=WS_MAX_FRAME_BYTES,
+        # Engine.IO's heartbeat (its PING and PONG, the reader's deadline) finds dead peers:
+        # uvicorn's own websocket pings doubled it, with a frame each way and a timer per
+        # connection every 20 s (young garbage the collector then scans: docs/protocol.md).
+        ws_ping_interval=None,
         # An abandoned Engine.IO long-poll holds its request open for up to the ping
         # timeout; do not let it hold a shutdown for that long. Clients resume anyway.
         timeout_graceful_shutdown=args.graceful_timeout,

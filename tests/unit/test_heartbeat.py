@@ -4,15 +4,20 @@ frame hook before it reaches the reader, still a sign of life for the reader's d
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from engineio import packet as eio_packet
+from uvicorn import Config
 
+from claims_realtime import cli
 from claims_realtime.realtime.engine import Wire
 from claims_realtime.realtime.engine_socket import ChannelEngineSocket
 from claims_realtime.realtime.server import ChannelSocketServer, create_socket_server
+from claims_realtime.settings import Settings
 
 INTERVAL = 0.05
 
@@ -158,3 +163,14 @@ async def test_the_deadline_moves_at_most_once_a_step_and_never_after_a_cut() ->
             wire.heard()
             assert when(deadline) <= loop.time()  # stays where the cut put it
             await asyncio.sleep(1)
+
+
+def test_serve_leaves_the_heartbeat_to_engineio() -> None:
+    """uvicorn's own websocket pings would double Engine.IO's heartbeat (a frame each way
+    and a timer per connection every 20 s): `serve` turns them off."""
+    calls: list[dict[str, Any]] = []
+    fake_uvicorn = SimpleNamespace(run=lambda *args, **kwargs: calls.append(kwargs))
+    args = argparse.Namespace(host="127.0.0.1", port=0, workers=1, graceful_timeout=1.0)
+    cli._run_uvicorn(fake_uvicorn, args, Settings.from_env({}))
+    config = Config(app=lambda *a: None, **{k: v for k, v in calls[0].items() if k != "factory"})
+    assert config.ws_ping_interval is None
