@@ -64,7 +64,6 @@ FrameHook = Callable[[Any, str], bool]
 #: needed against a deadline of ping interval + ping timeout (45 s by default). Never more
 #: than a quarter of the ping timeout, or a live client's pong could arrive too late.
 _DEADLINE_STEP = 5.0
-#: An Engine.IO PING, encoded.
 _PING_FRAME = eio_packet.Packet(eio_packet.PING).encode()
 #: Smallest packet a client sends in a long-polling POST batch (an ack is ~25 bytes): how
 #: many packets one POST may carry follows from the POST size limit.
@@ -158,18 +157,16 @@ class LeanEngineServer(engineio.AsyncServer):
             wire.cut()
 
     def send_ping(self, socket: Any) -> None:
-        """Send session `socket` a PING (ChannelEngineSocket's heartbeat timer): straight to
-        the websocket when its DirectLine can take it, else through the session's queue,
-        as python-engineio sends it."""
+        """A PING for ChannelEngineSocket's timer: through the websocket's DirectLine when it
+        takes it, else queued, as python-engineio sends it."""
         wire = self.wires.get(socket.sid)
         line = wire.line if wire is not None else None
         if line is None or not line.write(_PING_FRAME):
             socket.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
     def take_pong(self, socket: Any) -> bool:
-        """A websocket's PONG, taken by the frame hook before it reaches the reader: what
-        python-engineio's `receive` does with it (the next PING), and a sign of life for the
-        reader's deadline. False for a session our reader does not serve."""
+        """A websocket's PONG, taken by the frame hook: the next PING (python-engineio's
+        `receive`) and a sign of life for the reader. False if our reader does not serve it."""
         wire = self.wires.get(socket.sid)
         if wire is None:
             return False
@@ -205,8 +202,7 @@ class DirectLine:
         self.busy = False
 
     def send(self, text: str) -> bool:
-        """Write MESSAGE `text`; False when it must be queued instead."""
-        return self.write("4" + text)
+        return self.write("4" + text)  # a MESSAGE
 
     def write(self, frame: str) -> bool:
         """Write the encoded Engine.IO packet `frame`; False when it must be queued."""
@@ -216,17 +212,15 @@ class DirectLine:
 
 
 class Wire:
-    """A websocket our reader and writer serve: its DirectLine (None when every write must be
-    queued: FAST_PATHS off, or not our uvicorn protocol) and its reader's deadline, which
-    each frame from the peer moves `silence` seconds on (at most once every `step`)."""
+    """A websocket our reader and writer serve: its DirectLine (None: every write queued, as
+    with FAST_PATHS off) and its reader's deadline, `silence` after a frame (moved each `step`)."""
 
     __slots__ = ("aborted", "deadline", "line", "moved", "silence", "socket", "step")
 
     def __init__(self, socket: Any, line: DirectLine | None) -> None:
         self.socket = socket
         self.line = line
-        #: Set by the reader (`_read`) while it waits under the deadline.
-        self.deadline: asyncio.Timeout | None = None
+        self.deadline: asyncio.Timeout | None = None  # set by `_read`
         self.silence = self.step = self.moved = 0.0
         #: Cut by the server: the deadline stays where `cut` put it.
         self.aborted = False
