@@ -339,7 +339,7 @@ class Fanout:
         return True
 
     def _confirm(self, sub: Subscriber, sequence: int) -> None:
-        if sequence > 0:  # never past what was written to the socket
+        if sequence > 0:  # min: never confirmed past what was written to the socket
             self.note_positions(sub.channel_id, confirmed=min(sequence, sub.cursor))
 
     def note_positions(
