@@ -11,10 +11,10 @@ from typing import Any
 
 from claims_realtime.models.errors import InvalidInput
 from claims_realtime.models.event import NewEvent
+from claims_realtime.models.json_text import compact_json
 
 #: json.dumps with these options builds an encoder per call: built once here (same output).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 _COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -47,7 +47,7 @@ def _parse_time(value: str, field: str) -> datetime:
 
 def _data_json(data: Any, field: str, max_data_bytes: int) -> str:
     """`data` as stored (compact ASCII JSON), or InvalidInput if its UTF-8 JSON is too big."""
-    text = _COMPACT.encode(data)
+    text = compact_json(data)
     # Without \u escapes the ASCII text is the UTF-8 text: its length is the size.
     size = (
         len(text)
