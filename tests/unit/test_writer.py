@@ -44,9 +44,14 @@ def insert_node(node_id: str) -> tuple[str, list[Any]]:
 # Script makers: the writer process imports them by name, as it does the domain's.
 
 
-def node_then_pid(backend: Backend, node_id: str, hold_seconds: float = 0.0) -> Script[int]:
-    """Insert a node, hold the transaction open a while, answer the process that ran it."""
+def node_then_pid(
+    backend: Backend, node_id: str, hold_seconds: float = 0.0, started: str = ""
+) -> Script[int]:
+    """Insert a node, hold the transaction open a while, answer the process that ran it.
+    With `started`, that file is created once the node is inserted (the lock is held)."""
     yield [insert_node(node_id)]
+    if started:
+        Path(started).touch()
     time.sleep(hold_seconds)
     return os.getpid()
 
@@ -144,12 +149,19 @@ async def test_a_dead_writer_fails_its_call_as_unavailable_and_the_next_call_sta
 
 
 async def test_a_transaction_of_this_process_reading_before_it_writes_waits_for_the_writer(
-    file_database: SQLiteBackend,
+    file_database: SQLiteBackend, tmp_path: Path
 ) -> None:
     # A plain BEGIN would read a snapshot older than the writer's commit, then fail to
     # write ("database is locked") without waiting; BEGIN IMMEDIATE waits, then reads.
-    writing = asyncio.create_task(file_database.run(node_then_pid, "writer", 0.5))
-    await asyncio.sleep(0.2)  # the writer holds SQLite's write lock
+    started = tmp_path / "writer-started"
+    writing = asyncio.create_task(file_database.run(node_then_pid, "writer", 0.5, str(started)))
+    # The writer holds SQLite's write lock. Waited for, not slept on: its first call imports
+    # this module in the writer process, which has taken longer than a fixed sleep.
+    for _ in range(500):
+        if started.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert started.exists(), "the writer never started its transaction"
     async with in_transaction():
         seen = await Node.all().count()
         await Node.create(id=f"after-{seen}", started_at=NOW, heartbeat_at=NOW)
