@@ -37,9 +37,10 @@ SQLITE_PRAGMAS: dict[str, object] = {
     "synchronous": "FULL",
     # Wait for a lock rather than failing when a second process (e.g. `migrate`) holds it.
     "busy_timeout": 5000,
-    # 64 MiB: each placement writes its channel's newest index page, and a thousand busy
-    # channels' pages outgrow the 2 MiB default (docs/performance-log.md#the-sqlite-connection).
-    "cache_size": -65536,
+    # 16 MiB: each event writes its feed's newest index page, and a thousand busy feeds'
+    # pages outgrow the 2 MiB default. Not more: every COMMIT that split a page scans the
+    # whole cache (docs/architecture.md, "SQLite 3"), so a bigger one costs every commit.
+    "cache_size": -16384,
     # Copy the WAL back into the database every 8,000 pages (32 MiB) rather than 1,000: a
     # page rewritten by many commits is copied once per checkpoint (an organisation event
     # writes so many pages that the default checkpointed after nearly every commit). The

@@ -229,7 +229,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
     assert await sqlite_transaction(settings) == {
         "synchronous": 2,  # FULL
         "busy_timeout": 5000,
-        "cache_size": -65536,
+        "cache_size": -16384,
         "wal_autocheckpoint": 8000,
         "journal_size_limit": 64 * 1024 * 1024,
         "temp_store": 2,  # MEMORY
@@ -239,7 +239,7 @@ async def test_the_sqlite_connection_runs_with_the_services_settings() -> None:
 def test_a_setting_given_in_the_url_wins() -> None:
     url = SQLiteBackend().connection_url("sqlite:///tmp/x.sqlite3?cache_size=-1024", pool_size=10)
     assert "cache_size=-1024" in url
-    assert "cache_size=-65536" not in url
+    assert "cache_size=-16384" not in url
     assert "synchronous=FULL" in url
 
 
