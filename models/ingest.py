@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 
@@ -45,13 +45,10 @@ _EVENT_COLUMNS = (
 _FEED_EVENT_COLUMNS = ("feed_id", "position", "event_id", "recorded_at")
 
 
-class Placement(NamedTuple):
-    """The event is number `sequence` on channel `channel_id`. A named tuple: one is built
-    per placement (a hundred per organisation event), at a third of a frozen dataclass's
-    cost."""
-
-    channel_id: str
-    sequence: int
+#: (channel_id, sequence): the event is number `sequence` on channel `channel_id`. A plain
+#: tuple: one is built per placement in the writer process and pickled back, and a named
+#: tuple costs a Python-level call to build and another to pickle (docs/performance-log.md).
+Placement = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -215,8 +212,7 @@ class _Batch:
                     self._touched[feed.id] = feed
                     self._positions.append([feed.id, feed.head, event.event_id, self.now])
                     placements += [
-                        Placement(channel_id, feed.head - offset)
-                        for channel_id, offset in feed.channels
+                        (channel_id, feed.head - offset) for channel_id, offset in feed.channels
                     ]
             event.channel_count = len(placements)
             self._placements[event.event_id] = tuple(placements)

@@ -177,13 +177,11 @@ class Hub:
         per_channel: dict[str, list[tuple[int, str]]] = {}
         for outcome in recorded:
             prepared: PreparedEvent | None = None
-            for placement in outcome.placements:
-                if self.fanout.has_subscribers(placement.channel_id):
+            for channel_id, sequence in outcome.placements:
+                if self.fanout.has_subscribers(channel_id):
                     prepared = prepared or prepare_fields(outcome.event)
-                    packet = event_packet(placement.channel_id, placement.sequence, prepared)
-                    per_channel.setdefault(placement.channel_id, []).append(
-                        (placement.sequence, packet)
-                    )
+                    packet = event_packet(channel_id, sequence, prepared)
+                    per_channel.setdefault(channel_id, []).append((sequence, packet))
         self.fanout.deliver_all(per_channel)
         if per_channel:
             metrics.DELIVERY_LATENCY.observe(time.perf_counter() - committed_at)

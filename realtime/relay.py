@@ -47,8 +47,8 @@ def encode(node: str, recorded: Sequence[Recorded]) -> bytes | None:
             continue
         index = len(events)
         events.append(event_body(outcome.event))
-        for placement in outcome.placements:
-            channels.setdefault(placement.channel_id, []).append((placement.sequence, index))
+        for channel_id, sequence in outcome.placements:
+            channels.setdefault(channel_id, []).append((sequence, index))
     if not events:
         return None
     message = {"node": node, "events": events, "channels": channels}

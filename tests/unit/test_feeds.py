@@ -57,8 +57,8 @@ async def publish(
         }
         (outcome,) = await ingest.record_events([event], max_data_bytes=1024, batch=False)
         assert outcome.channels == len(outcome.placements)
-        for placement in outcome.placements:
-            delivered[placement.channel_id].append((placement.sequence, outcome.event.event_id))
+        for channel_id, sequence in outcome.placements:
+            delivered[channel_id].append((sequence, outcome.event.event_id))
 
 
 async def create(

@@ -100,10 +100,10 @@ async def test_concurrent_ingestions_number_a_channel_without_gaps() -> None:
         *[ingest.record_events(batch, max_data_bytes=1024, batch=True) for batch in batches]
     )
     sequences = sorted(
-        placement.sequence
+        sequence
         for recorded in outcomes
         for outcome in recorded
-        for placement in outcome.placements
+        for _, sequence in outcome.placements
     )
     assert sequences == list(range(1, 37))
     channel = await subscriptions.find_channel(created.channel.id)

@@ -43,8 +43,8 @@ async def record_one(channel: Channel) -> int:
     (outcome,) = await ingest.record_events(
         [{**event, "user_id": channel.user_id}], max_data_bytes=1024, batch=False
     )
-    (placement,) = outcome.placements
-    return placement.sequence
+    ((_, sequence),) = outcome.placements
+    return sequence
 
 
 async def test_reads_kept_events_after_a_sequence_in_order() -> None:

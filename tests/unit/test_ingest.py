@@ -93,7 +93,7 @@ async def test_routes_by_organisation_owner_and_event_type() -> None:
     (outcome,) = await record(claim_event(event_id="e1"))
 
     assert outcome.channels == 2 and not outcome.duplicate
-    assert {p.channel_id for p in outcome.placements} == {org.id, owner.id}
+    assert {channel_id for channel_id, _ in outcome.placements} == {org.id, owner.id}
     for channel in (comments_only, other_org, other_user):
         assert await placed(channel) == []
 

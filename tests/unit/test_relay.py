@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from claims_realtime.models.event import ClaimEvent
-from claims_realtime.models.ingest import Placement, Recorded
+from claims_realtime.models.ingest import Recorded
 from claims_realtime.realtime import relay
 from claims_realtime.realtime.protocol import event_body
 
@@ -26,7 +26,7 @@ def recorded(event_id: str, *placements: tuple[str, int], duplicate: bool = Fals
         channel_count=len(placements),
     )
     return Recorded(
-        event=event, duplicate=duplicate, placements=tuple(Placement(c, s) for c, s in placements)
+        event=event, duplicate=duplicate, placements=tuple(placements)
     )
 
 

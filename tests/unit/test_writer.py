@@ -217,10 +217,10 @@ async def test_heads_a_failed_call_moved_are_not_kept(file_database: SQLiteBacke
     # must not leave its heads there, or the next event would skip a sequence.
     made = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_1")
     channel_id = made.channel.id
-    assert await record_for("usr_1") == (ingest.Placement(channel_id, 1),)
+    assert await record_for("usr_1") == ((channel_id, 1),)
     with pytest.raises(InvalidInput):
         await file_database.run(recorded_then_invalid, [an_event_for("usr_1")])
-    assert await record_for("usr_1") == (ingest.Placement(channel_id, 2),)
+    assert await record_for("usr_1") == ((channel_id, 2),)
 
 
 async def test_a_script_not_marked_as_keeping_routes_leaves_none_kept(
@@ -230,7 +230,7 @@ async def test_a_script_not_marked_as_keeping_routes_leaves_none_kept(
     # commit of another connection, so only dropping the routes after it keeps the closed
     # channel from getting the next event.
     made = await subscriptions.create_channel(SubscriptionType.USER_CLAIMS, user_id="usr_2")
-    assert await record_for("usr_2") == (ingest.Placement(made.channel.id, 1),)
+    assert await record_for("usr_2") == ((made.channel.id, 1),)
     await file_database.execute_in_transaction(
         [("UPDATE channel SET status = 'closed' WHERE id = ?", [made.channel.id])]
     )
